@@ -1,0 +1,1 @@
+"""bastion: a privileged-access gateway whose SSH login shell is a policy-enforcing, recording TUI."""

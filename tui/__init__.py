@@ -1,0 +1,1 @@
+"""Textual layer over the headless core in `bastion/`."""

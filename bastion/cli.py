@@ -1,0 +1,215 @@
+"""The `bastion` command: every subcommand, and the one place that turns errors into exit codes.
+
+Exit codes: 0 success, 1 refused or failed (one line on stderr), 2 bad usage or bad config. No traceback
+ever reaches a user: the login shell's stderr is their terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bastion.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+
+
+class Fail(Exception):
+    """Refused or failed: print the message, exit with code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("BASTION_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(
+        f"{config.path}: OK — bastion {config.bastion.name!r}, {len(config.users)} users, "
+        f"{len(config.roles)} roles, {len(config.connections)} connections, "
+        f"{len([p for p in config.policies.values() if not p.builtin])} policies; "
+        f"config hash sha256:{config.hash[:16]}…"
+    )
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from bastion.audit.signing import SigningKeyError, generate_key, key_id, load_public_key
+
+    path = Path(args.path) if args.path else _load(args).audit.signing_key
+    try:
+        created = generate_key(path)
+        kid = key_id(load_public_key(Path(f"{path}.pub")))
+    except SigningKeyError as exc:
+        raise Fail(str(exc)) from None
+    if created:
+        print(f"created {path} (0600) and {path}.pub — key id {kid}")
+    else:
+        print(f"{path} already exists; not overwritten — key id {kid}")
+    return 0
+
+
+def cmd_authorized_keys(args: argparse.Namespace) -> int:
+    from bastion.frontdoor import authorized_keys_line
+
+    config = _load(args)
+    line = authorized_keys_line(config, args.account, args.key_type, args.key_blob)
+    if line:
+        print(line)
+    return 0
+
+
+def cmd_sshd_config(args: argparse.Namespace) -> int:
+    from bastion.frontdoor import bastion_command, check_authorized_keys_program, sshd_config_snippet
+
+    config = _load(args)
+    sys.stdout.write(sshd_config_snippet(config, keys_user=args.keys_user))
+    problem = check_authorized_keys_program(bastion_command(config))
+    if problem:
+        print(f"bastion: warning: sshd will refuse the AuthorizedKeysCommand: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from bastion.audit.signing import SigningKeyError, load_public_key
+    from bastion.audit.verify import verify_log
+
+    if args.path and args.key:
+        log_path, key_path = Path(args.path), Path(args.key)
+    else:
+        config = _load(args)
+        log_path = Path(args.path) if args.path else config.audit.log
+        key_path = Path(args.key) if args.key else Path(f"{config.audit.signing_key}.pub")
+    try:
+        public_key = load_public_key(key_path)
+    except SigningKeyError as exc:
+        raise Fail(str(exc)) from None
+    if not log_path.exists():
+        raise Fail(f"{log_path}: no audit log there")
+    report = verify_log(log_path, public_key)
+    if report.ok:
+        counts = f"{report.events} events, {report.checkpoints} checkpoints, last seq {report.last_seq}"
+        print(f"{log_path}: OK — {counts}")
+        return 0
+    assert report.problem is not None
+    print(f"{log_path}: FAILED — {report.problem.message}")
+    return 1
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from bastion.login import login
+
+    return login(_load(args), args.key)
+
+
+# ---------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise Fail(f"{self.prog}: {message}", 2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", help=f"config file (default $BASTION_CONFIG or {DEFAULT_CONFIG_PATH})"
+    )
+    parser = _Parser(prog="bastion", description="privileged-access gateway")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    check = config_sub.add_parser("check", parents=[common], help="validate the config; exit 2 on problems")
+    check.set_defaults(func=cmd_config_check)
+
+    keygen = sub.add_parser(
+        "keygen", parents=[common], help="create the audit signing key when there is none"
+    )
+    keygen.add_argument("--path", help="key path (default: audit.signing_key from the config)")
+    keygen.set_defaults(func=cmd_keygen)
+
+    akc = sub.add_parser(
+        "authorized-keys",
+        parents=[common],
+        help="sshd AuthorizedKeysCommand: print the line for a registered key",
+    )
+    akc.add_argument("account", help="the account sshd is authenticating (%%u)")
+    akc.add_argument("key_type", help="key type (%%t)")
+    akc.add_argument("key_blob", help="base64 key (%%k)")
+    akc.set_defaults(func=cmd_authorized_keys)
+
+    sshd = sub.add_parser("sshd-config", parents=[common], help="print a hardened sshd_config snippet")
+    sshd.add_argument("--keys-user", help="AuthorizedKeysCommandUser (default: the service account)")
+    sshd.set_defaults(func=cmd_sshd_config)
+
+    audit = sub.add_parser("audit", help="audit log commands")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_sub.add_parser(
+        "verify", parents=[common], help="check the audit log's chain and signatures"
+    )
+    verify.add_argument("path", nargs="?", help="audit log (default: audit.log from the config)")
+    verify.add_argument("--key", help="public key file (default: audit.signing_key + .pub)")
+    verify.set_defaults(func=cmd_audit_verify)
+
+    login = sub.add_parser("login", parents=[common], help="the login shell sshd runs for a user's key")
+    login.add_argument(
+        "--key", required=True, metavar="SHA256:…", help="fingerprint of the key sshd accepted"
+    )
+    login.set_defaults(func=cmd_login)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except Fail as exc:
+        print(f"bastion: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bastion: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last wall: a user never sees a traceback
+        _log_internal_error(exc)
+        print(
+            f"bastion: internal error ({type(exc).__name__}); details are in the system log", file=sys.stderr
+        )
+        return 1
+
+
+def _log_internal_error(exc: BaseException) -> None:
+    """Frames only, to syslog: exception messages may carry hostile or secret text."""
+    import syslog
+    import traceback
+
+    frames = "; ".join(f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__))
+    try:
+        syslog.openlog("bastion", syslog.LOG_PID, syslog.LOG_AUTH)
+        syslog.syslog(syslog.LOG_ERR, f"internal error {type(exc).__name__} at {frames}")
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""`bastion login --key FP`: what sshd runs for every login, TUI or headless.
+
+The key's fingerprint is the only identity input and it comes from our own authorized_keys line; everything
+else a user sends (SSH_ORIGINAL_COMMAND, terminal input) is hostile. The session is recorded as started
+before any command runs and as ended however the process stops (normal end, error, SIGHUP, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+from bastion import headless
+from bastion.config import Config
+from bastion.identity.keys import is_fingerprint
+from bastion.session import Session, SessionError, client_address, connect_store, open_audit_log
+
+
+class _Hangup(Exception):
+    """SIGHUP/SIGTERM turned into an exception so the session's end is still recorded."""
+
+
+def _raise_hangup(signum: int, _frame: FrameType | None) -> None:
+    raise _Hangup(signal.Signals(signum).name)
+
+
+def _err(message: str) -> None:
+    print(f"bastion: {message}", file=sys.stderr)
+
+
+def _oidc_step(session: Session) -> bool:
+    """Headless device login with the code on stderr (the TUI has its own screen). False: refused."""
+    from bastion.identity.binding import BindingError
+    from bastion.identity.oidc import DevicePrompt, OidcError, format_prompt
+    from bastion.identity.oidc_login import authenticate
+
+    config = session.config
+
+    def show(prompt: DevicePrompt) -> None:
+        text = format_prompt(
+            prompt, bastion_name=config.bastion.name, key_fingerprint=session.key_fingerprint
+        )
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        identity, outcome = authenticate(config, session.store, session.user.name, show)
+    except (OidcError, BindingError) as exc:
+        session.start({"oidc": "refused"})
+        session.event("login_refused", {"reason": str(exc)})
+        session.end("refused", str(exc))
+        _err(str(exc))
+        return False
+    session.groups = tuple(identity.groups)
+    session.oidc = {"issuer": identity.issuer, "subject": identity.subject, "binding": outcome}
+    return True
+
+
+def login(config: Config, key_fingerprint: str) -> int:
+    if not is_fingerprint(key_fingerprint):
+        _err("malformed key fingerprint")
+        return 1
+    user = config.user_by_fingerprint(key_fingerprint)
+    if user is None:
+        _err(f"key {key_fingerprint} is not registered on {config.bastion.name}")
+        return 1
+    if user.disabled:
+        _err(f"user {user.name} is disabled on {config.bastion.name}")
+        return 1
+    command = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if command is None and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _err("bastion needs a terminal: use ssh -t")
+        return 1
+    words = None
+    usage_error = None
+    if command is not None:
+        try:
+            words = headless.parse(command)
+        except headless.UsageError as exc:
+            usage_error = str(exc)
+
+    try:
+        store = connect_store(config)
+        audit = open_audit_log(config)
+    except SessionError as exc:
+        _err(str(exc))
+        return 1
+    session = Session(
+        config, store, audit, user, key_fingerprint, "headless" if command is not None else "tui",
+        client=client_address(),
+    )  # fmt: skip
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, _raise_hangup)
+    status, reason, code = "ended", "", 1
+    try:
+        if config.oidc is not None and not _oidc_step(session):
+            return 1
+        session.start({"command": words[0] if words else None})
+        if usage_error is not None:
+            session.event("headless_refused", {"reason": usage_error.splitlines()[0]})
+            _err(usage_error)
+            code = 2
+        elif command is not None:
+            try:
+                code = headless.run(session, command)
+            except headless.UsageError as exc:
+                session.event("headless_refused", {"reason": str(exc).splitlines()[0]})
+                _err(str(exc))
+                code = 2
+        else:
+            _err(
+                "the interactive TUI is not in this version of bastion yet; "
+                "headless commands work: " + ", ".join(headless.COMMANDS)
+            )
+            code = 1
+    except _Hangup as exc:
+        status, reason = "abnormal", f"{exc} received"
+    except SessionError as exc:
+        status, reason = "abnormal", str(exc)
+        _err(str(exc))
+    finally:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if session.started_at:
+            session.end(status, reason)
+        store.close()
+    return code

@@ -39,7 +39,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(
         f"{config.path}: OK — bastion {config.bastion.name!r}, {len(config.users)} users, "
         f"{len(config.roles)} roles, {len(config.connections)} connections, "
-        f"{len([p for p in config.policies.values() if not p.builtin])} policies; "
+        f"{sum(not p.builtin for p in config.policies.values())} custom policies; "
         f"config hash sha256:{config.hash[:16]}…"
     )
     return 0
@@ -174,13 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bastion.frontdoor import FrontDoorError
+
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
-    except Fail as exc:
+    except (Fail, FrontDoorError) as exc:
         print(f"bastion: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.code if isinstance(exc, Fail) else 1
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{exc.path}: {problem}", file=sys.stderr)

@@ -12,26 +12,15 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bastion.audit.log import AuditLog
 from bastion.config import Config
 from bastion.store.base import Store
 
 REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"password|secret|token|webhook|credential|private", re.IGNORECASE)
-
-
-class EventSink(Protocol):
-    def append(
-        self,
-        type: str,
-        payload: dict[str, Any],
-        *,
-        session: str | None,
-        user: str | None,
-        durable: bool = True,
-    ) -> dict[str, Any]: ...
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -103,7 +92,7 @@ def _host_lock(path: Path) -> Iterator[None]:
 
 
 def record_config_change(
-    config: Config, store: Store, audit: EventSink, *, session: str | None = None, user: str | None = None
+    config: Config, store: Store, audit: AuditLog, *, session: str | None = None, user: str | None = None
 ) -> dict[str, Any] | None:
     """Write a config_change event when the config differs from the last one recorded; return the event."""
     key = f"config:{config.bastion.name}"

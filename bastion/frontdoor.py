@@ -27,11 +27,12 @@ def bastion_command(config: Config) -> str:
     if config.bastion.command:
         return config.bastion.command
     argv0 = sys.argv[0] if sys.argv else ""
-    if os.path.basename(argv0) == "bastion" and os.access(argv0, os.X_OK):
-        return os.path.abspath(argv0)
-    found = shutil.which("bastion")
-    if found:
-        return os.path.abspath(found)
+    candidates = [argv0] if os.path.basename(argv0) == "bastion" else []
+    candidates.append(os.path.join(os.path.dirname(sys.executable), "bastion"))  # this interpreter's script
+    candidates.append(shutil.which("bastion") or "")
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
     raise FrontDoorError("cannot tell where the bastion executable is; set bastion.command in the config")
 
 

@@ -8,7 +8,8 @@ are compare-and-set: exactly one concurrent caller wins. Times are UTC epoch sec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -45,7 +46,7 @@ class SessionRecord:
     key_fingerprint: str
     kind: str  # "tui" | "headless"
     started_at: float
-    status: str = "running"  # "running" | "ended" | "abnormal"
+    status: str = "running"  # "running" | "ended" | "abnormal" | "refused"
     ended_at: float | None = None
     pid: int | None = None
     host: str = ""
@@ -86,6 +87,28 @@ class Grant:
     statement_sha256: str | None = None
     state: str = "active"  # active | used | revoked
     used_at: float | None = None
+
+
+# Argument checks both backends share, so that both refuse exactly the same calls.
+_REQUEST_IMMUTABLE = frozenset({"id", "version"})
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ValueError("limit must be >= 0")
+
+
+def check_request_changes(changes: Mapping[str, Any]) -> None:
+    """update_request may change any field but the id and the version (which the store bumps itself)."""
+    bad = sorted(set(changes) - ({f.name for f in fields(Request)} - _REQUEST_IMMUTABLE))
+    if bad:
+        raise ValueError(f"update_request cannot change {', '.join(bad)}")
+
+
+def check_end_status(status: str) -> None:
+    """A session leaves "running" only for a final status ("ended", "abnormal", "refused", …)."""
+    if not status or status == "running":
+        raise ValueError(f"a session cannot end with status {status!r}")
 
 
 class Store(ABC):

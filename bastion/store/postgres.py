@@ -40,8 +40,10 @@ from .base import (
     SessionRecord,
     Store,
     StoreError,
+    check_end_status,
+    check_limit,
+    check_request_changes,
 )
-from .tinydb import check_end_status, check_request_changes
 
 __all__ = ["CHANNEL", "PostgresStore"]
 
@@ -341,8 +343,7 @@ class PostgresStore(Store):
     def list_sessions(
         self, *, user: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[SessionRecord]:
-        if limit is not None and limit < 0:
-            raise ValueError("limit must be >= 0")
+        check_limit(limit)
         query = _select(SessionRecord, "bastion_sessions") + sql.SQL(
             " WHERE (%s::text IS NULL OR user_name = %s) AND (%s::text IS NULL OR status = %s)"
             " ORDER BY started_at DESC, seq DESC LIMIT %s"

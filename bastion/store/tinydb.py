@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +40,9 @@ from .base import (
     SessionRecord,
     Store,
     StoreError,
+    check_end_status,
+    check_limit,
+    check_request_changes,
 )
 
 __all__ = ["TinyDBStore"]
@@ -47,8 +50,6 @@ __all__ = ["TinyDBStore"]
 FORMAT = 1  # bumped when the file layout changes incompatibly
 _STATE = "_state"  # one document: {"format": int, "change_counter": int}
 _R = TypeVar("_R")
-_REQUEST_FIELDS = frozenset(f.name for f in fields(Request))
-_REQUEST_IMMUTABLE = frozenset({"id", "version"})
 
 
 class _AtomicJSONStorage(Storage):
@@ -164,27 +165,6 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 0:
-        raise ValueError("limit must be >= 0")
-
-
-# Argument checks shared with the PostgreSQL backend, so that both refuse exactly the same calls.
-
-
-def check_request_changes(changes: Mapping[str, Any]) -> None:
-    """update_request may change any field but the id and the version (which the store bumps itself)."""
-    bad = sorted(set(changes) - (_REQUEST_FIELDS - _REQUEST_IMMUTABLE))
-    if bad:
-        raise ValueError(f"update_request cannot change {', '.join(bad)}")
-
-
-def check_end_status(status: str) -> None:
-    """A session leaves "running" only for a final status ("ended", "abnormal", "refused", …)."""
-    if not status or status == "running":
-        raise ValueError(f"a session cannot end with status {status!r}")
-
-
 def _make_private_dirs(directory: Path) -> None:
     """Create missing directories 0700, each level (mkdir(parents=True) would leave the upper ones 0755)."""
     missing: list[Path] = []
@@ -294,7 +274,7 @@ class TinyDBStore(Store):
     def list_sessions(
         self, *, user: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[SessionRecord]:
-        _check_limit(limit)
+        check_limit(limit)
         with self._read() as db:
             docs = [
                 d

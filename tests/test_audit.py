@@ -13,7 +13,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from hypothesis import strategies as st
 
 from bastion.audit.log import (
     GENESIS,
+    HEAD_SIZE,
+    HEAD_SLOT_SIZE,
     RECOVERED,
     AuditLog,
     AuditLogError,
@@ -71,6 +75,49 @@ def rehash(records: list[dict[str, Any]], start: int) -> None:
         r["hash"] = record_hash(r)
 
 
+def head_file(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".head")
+
+
+def head_slots(log_path: Path) -> list[dict[str, Any] | None]:
+    """The two slots of the head file, parsed independently of the code under test (None: empty or torn)."""
+    raw = head_file(log_path).read_bytes()
+    assert len(raw) == HEAD_SIZE == 2 * HEAD_SLOT_SIZE
+    slots: list[dict[str, Any] | None] = []
+    for i in (0, 1):
+        slot = raw[i * HEAD_SLOT_SIZE : (i + 1) * HEAD_SLOT_SIZE]
+        body, crc, _ = slot.split(b"\n", 2) if b"\n" in slot else (b"", b"", b"")
+        if crc != b"%08x" % zlib.crc32(body):
+            slots.append(None)
+            continue
+        assert slot.endswith(b"\n") and body == canonical_json(json.loads(body))
+        slots.append(json.loads(body))
+    return slots
+
+
+def current_head(log_path: Path) -> dict[str, Any]:
+    return max((s for s in head_slots(log_path) if s is not None), key=lambda s: s["seq"])
+
+
+def write_slot(
+    log_path: Path, head: dict[str, Any], *, index: int | None = None, crc_ok: bool = True
+) -> None:
+    """Overwrite one head slot in place, as an attacker (or a torn write, with crc_ok=False) would."""
+    body = canonical_json(head)
+    crc = b"%08x" % (zlib.crc32(body) ^ (0 if crc_ok else 1))
+    data = body + b"\n" + crc + b"\n"
+    data += b" " * (HEAD_SLOT_SIZE - 1 - len(data)) + b"\n"
+    index = head["seq"] % 2 if index is None else index
+    with open(head_file(log_path), "r+b") as f:
+        f.seek(index * HEAD_SLOT_SIZE)
+        f.write(data)
+
+
+def wipe_pending_marker(log_path: Path) -> None:
+    """What a power loss does to the lock file's pending marker when it was never written back."""
+    log_path.with_name(log_path.name + ".lock").write_bytes(b"")
+
+
 def make_log(directory: Path, events: int = 28, every: int = 10, durable: bool = True) -> Path:
     """28 events with every=10: seq 1..10, checkpoint 11, 12..21, checkpoint 22, 23..30 (head covers them)."""
     path = directory / "audit.jsonl"
@@ -86,6 +133,30 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def run_killed_child(tmp_path: Path, body: str) -> Ed25519PrivateKey:
+    """Run body in a child process appending to tmp_path/audit.jsonl as `log`, then SIGKILL it.
+
+    Returns the key the child signed with (for the next appender in this process).
+    """
+    key_path = tmp_path / "audit.key"
+    if not key_path.exists():
+        generate_key(key_path)
+    code = (
+        "import os, signal, sys\n"
+        "from bastion.audit.log import AuditLog\n"
+        "from bastion.audit.signing import load_private_key\n"
+        f"log = AuditLog({str(tmp_path / 'audit.jsonl')!r}, 'bastion-1', "
+        f"load_private_key({str(key_path)!r}), checkpoint_every=100)\n"
+        + textwrap.dedent(body)
+        + "\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return load_private_key(key_path)
 
 
 @pytest.fixture
@@ -176,9 +247,13 @@ def test_append_and_verify_with_periodic_checkpoints(log_path: Path) -> None:
     assert ckpt["payload"]["key_id"] == key_id(PUB)
     PUB.verify(base64.b64decode(ckpt["payload"]["sig"]), checkpoint_message("bastion-1", 11, ckpt["prev"]))
 
-    head = json.loads((log_path.parent / "audit.jsonl.head").read_text())
-    assert (head["seq"], head["hash"]) == (30, records[-1]["hash"])
-    PUB.verify(base64.b64decode(head["sig"]), head_message("bastion-1", 30, records[-1]["hash"]))
+    slots = head_slots(log_path)  # two slots: seq % 2; every append was durable, so they hold 30 and 29
+    assert slots[0] is not None and slots[1] is not None
+    assert (slots[0]["seq"], slots[0]["hash"]) == (30, records[-1]["hash"])
+    assert (slots[1]["seq"], slots[1]["hash"]) == (29, records[-2]["hash"])
+    for head in slots:
+        assert head["key_id"] == key_id(PUB)
+        PUB.verify(base64.b64decode(head["sig"]), head_message("bastion-1", head["seq"], head["hash"]))
     for name in ("audit.jsonl", "audit.jsonl.head", "audit.jsonl.lock"):
         assert stat.S_IMODE((log_path.parent / name).stat().st_mode) == 0o600
 
@@ -190,6 +265,7 @@ def test_append_and_verify_with_periodic_checkpoints(log_path: Path) -> None:
         30,
         None,
     )
+    assert (report.head_seq, report.recovered, report.unsigned) == (30, [], None)
     assert [r["seq"] for r in read_events(log_path)] == list(range(1, 31))
 
 
@@ -258,7 +334,12 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert proc.stdout.strip() == "1"
     [rec] = records_of(path)
     assert rec["payload"] == {"statement": "select 1"} and rec["seq"] == 1
-    assert verify_log(path, load_public_key(tmp_path / "audit.key.pub")).ok
+    pub = load_public_key(tmp_path / "audit.key.pub")
+    assert verify_log(path, pub).ok and current_head(path)["seq"] == 1
+    # the head did not lag (it is written before append returns): the next process just continues
+    nxt = AuditLog(path, "bastion-1", load_private_key(key_path)).append("x", {}, session="s2", user="bob")
+    assert nxt["seq"] == 2 and not any(r["type"] == RECOVERED for r in records_of(path))
+    assert verify_log(path, pub).ok
 
 
 def test_concurrent_appends_from_20_processes(tmp_path: Path) -> None:
@@ -275,7 +356,8 @@ worker = int(sys.argv[1])
 while not os.path.exists({str(go)!r}):
     time.sleep(0.01)
 for i in range(50):
-    log.append("cmd", {{"worker": worker, "i": i}}, session=f"w{{worker}}", user=f"u{{worker}}")
+    durable = (worker + i) % 3 != 0  # a third non-durable: committed by the next writer's fdatasync
+    log.append("cmd", {{"worker": worker, "i": i}}, session=f"w{{worker}}", user=f"u{{worker}}", durable=durable)
 """
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(w)], env=child_env(), stderr=subprocess.PIPE)
@@ -285,9 +367,10 @@ for i in range(50):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
+    AuditLog(path, "bastion-1", load_private_key(key_path), checkpoint_every=25).sync()
     report = verify_log(path, load_public_key(tmp_path / "audit.key.pub"))
     assert report.ok, report.problem
-    assert report.events == 1000
+    assert report.events == 1000 and report.recovered == []  # group commit across processes: no recovery
     records = records_of(path)
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     events = [(r["payload"]["worker"], r["payload"]["i"]) for r in records if r["type"] == "cmd"]
@@ -314,28 +397,43 @@ def test_concurrent_appends_from_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    report = verify_log(tmp_path / "audit.jsonl", PUB)
-    assert report.ok and report.events == 100
+    # 100 events + a durable checkpoint after every 7th: the head names checkpoint 112; 113..114 are pending
+    path = tmp_path / "audit.jsonl"
+    problem = verify_log(path, PUB).problem
+    assert problem is not None and (problem.kind, problem.seq) == ("head_mismatch", 113)
+    report = verify_log(path, PUB, require_head=False)
+    assert report.ok and report.events == 100 and report.unsigned == (113, 114)
+    log.sync()
+    report = verify_log(path, PUB)
+    assert report.ok and report.events == 100 and report.unsigned is None and report.head_seq == 114
+    assert not any(r["type"] == RECOVERED for r in records_of(path))
 
 
-def test_verify_during_concurrent_appends_sees_a_consistent_snapshot(tmp_path: Path) -> None:
-    """verify snapshots head and log size under the appenders' lock, so a busy log never looks tampered."""
+@pytest.mark.parametrize("durable", [True, False])
+def test_verify_during_concurrent_appends_sees_a_consistent_snapshot(tmp_path: Path, durable: bool) -> None:
+    """verify snapshots head and log size under the appenders' lock, so a busy log never looks tampered.
+
+    With non-durable appends the live tail is legitimately not signed yet: verify accepts it only with
+    require_head=False, and names it.
+    """
     path = make_log(tmp_path, events=3)
     log = AuditLog(path, "bastion-1", KEY, checkpoint_every=10)
     done = threading.Event()
 
     def work() -> None:
         for i in range(300):
-            log.append("busy", {"i": i}, session=None, user=None, durable=False)
+            log.append("busy", {"i": i}, session=None, user=None, durable=durable)
         done.set()
 
     writer = threading.Thread(target=work)
     writer.start()
     reports = []
     while not done.is_set():
-        reports.append(verify_log(path, PUB))
+        reports.append(verify_log(path, PUB, require_head=durable))
     writer.join()
     assert len(reports) > 1 and all(r.ok for r in reports), next(r.problem for r in reports if not r.ok)
+    if durable:
+        assert all(r.unsigned is None for r in reports)
 
 
 # -- tampering: each kind, named exactly --------------------------------------------------------------------
@@ -591,15 +689,25 @@ def test_head_rolled_back(tmp_path: Path) -> None:
     assert problem is not None
     assert (problem.kind, problem.seq) == ("head_mismatch", 21)
     assert problem.message.startswith("the signed head records seq 20 but the log continues to seq 25")
-    with pytest.raises(AuditLogError, match="ends at seq 25 but its signed head records seq 20"):
-        log.append("x", {}, session=None, user=None)
+    # An append cannot tell a rolled-back head from one that lagged at a crash (head writes are fsynced
+    # only at checkpoints): it adopts seq 21..25, which chain from the head, and says so in the log.
+    rec = log.append("x", {}, session=None, user=None)
+    recovered = records_of(path)[25]
+    assert recovered["type"] == RECOVERED and rec["seq"] == 27
+    assert recovered["payload"] | {"reason": ""} == {
+        "reason": "",
+        "head_seq": 20,
+        "adopted_from": 21,
+        "adopted_to": 25,
+    }
+    report = verify_log(path, PUB)
+    assert report.ok and report.recovered == [(21, 25)]
 
 
 def test_head_forged(log_path: Path) -> None:
-    head_path = log_path.parent / "audit.jsonl.head"
-    head = json.loads(head_path.read_text())
-    head["seq"] = 40
-    head_path.write_text(json.dumps(head))
+    head = current_head(log_path)
+    head["seq"] = 40  # a well-formed slot (its CRC recomputed), so it is forged, not torn
+    write_slot(log_path, head)
     problem = verify_log(log_path, PUB).problem
     assert problem is not None and (problem.kind, problem.seq) == ("bad_signature", 40)
     with pytest.raises(AuditLogError, match="invalid signature"):
@@ -619,8 +727,282 @@ def test_interrupted_append_is_reported_then_adopted_visibly(tmp_path: Path) -> 
 
     rec = log.append("next", {}, session="s2", user="bob")
     records = records_of(path)
-    assert records[6]["type"] == RECOVERED and records[6]["payload"]["adopted_seq"] == 6
-    assert rec["seq"] == 8 and verify_log(path, PUB).ok
+    assert records[6]["type"] == RECOVERED
+    assert (records[6]["payload"]["adopted_from"], records[6]["payload"]["adopted_to"]) == (6, 6)
+    assert records[6]["payload"]["head_seq"] == 5
+    report = verify_log(path, PUB)
+    assert rec["seq"] == 8 and report.ok and report.recovered == [(6, 6)]
+
+
+def test_append_killed_between_its_fdatasync_and_its_head_write_is_adopted(tmp_path: Path) -> None:
+    key = run_killed_child(
+        tmp_path,
+        """
+        log.append("a", {}, session="s1", user="alice")
+        log.append("b", {}, session="s1", user="alice")
+        AuditLog._write_head = lambda self, seq, hash_: os.kill(os.getpid(), signal.SIGKILL)
+        log.append("in.flight", {"statement": "delete from t"}, session="s1", user="alice")
+        """,
+    )
+    path = tmp_path / "audit.jsonl"
+    assert [r["type"] for r in records_of(path)] == ["a", "b", "in.flight"]  # fdatasynced before the head
+    assert current_head(path)["seq"] == 2
+    problem = verify_log(path, key.public_key()).problem
+    assert problem is not None and (problem.kind, problem.seq) == ("head_mismatch", 3)
+
+    rec = AuditLog(path, "bastion-1", key).append("next", {}, session="s2", user="bob")
+    records = records_of(path)
+    assert records[3]["type"] == RECOVERED and rec["seq"] == 5
+    assert {k: records[3]["payload"][k] for k in ("head_seq", "adopted_from", "adopted_to")} == {
+        "head_seq": 2,
+        "adopted_from": 3,
+        "adopted_to": 3,
+    }
+    report = verify_log(path, key.public_key())
+    assert report.ok and report.recovered == [(3, 3)] and report.head_seq == 5
+
+
+@pytest.mark.parametrize("first_durable", [True, False])
+@pytest.mark.parametrize("marker_lost", [False, True])
+def test_nondurable_records_of_a_killed_process(
+    tmp_path: Path, first_durable: bool, marker_lost: bool
+) -> None:
+    """k > 1 records after the head: committed as they are when a key holder vouched for them (its pending
+    marker), adopted with audit.recovered when that proof is gone (a power loss that kept the records)."""
+    key = run_killed_child(
+        tmp_path,
+        f"""
+        log.append("first", {{}}, session="s1", user="alice", durable={first_durable})
+        for i in range(3):
+            log.append("lazy", {{"i": i}}, session="s1", user="alice", durable=False)
+        """,
+    )
+    path = tmp_path / "audit.jsonl"
+    head_seq = 1 if first_durable else 0
+    assert len(records_of(path)) == 4
+    assert [s for s in head_slots(path) if s is not None] == ([current_head(path)] if first_durable else [])
+    problem = verify_log(path, key.public_key()).problem
+    assert problem is not None and (problem.kind, problem.seq) == ("head_mismatch", head_seq + 1)
+    report = verify_log(path, key.public_key(), require_head=False)
+    assert report.ok and report.unsigned == (head_seq + 1, 4)
+    if marker_lost:
+        wipe_pending_marker(path)
+
+    rec = AuditLog(path, "bastion-1", key).append("next", {}, session="s2", user="bob")
+    records = records_of(path)
+    report = verify_log(path, key.public_key())
+    assert report.ok, report.problem
+    if marker_lost:
+        assert records[4]["type"] == RECOVERED and rec["seq"] == 6
+        assert {k: records[4]["payload"][k] for k in ("head_seq", "adopted_from", "adopted_to")} == {
+            "head_seq": head_seq,
+            "adopted_from": head_seq + 1,
+            "adopted_to": 4,
+        }
+        assert report.recovered == [(head_seq + 1, 4)]
+    else:
+        assert rec["seq"] == 5 and report.recovered == []
+        assert not any(r["type"] == RECOVERED for r in records)
+
+
+def test_records_appended_without_the_key_are_adopted_visibly_never_silently(tmp_path: Path) -> None:
+    path = make_log(tmp_path, events=3, every=100)
+    log = AuditLog(path, "bastion-1", KEY, checkpoint_every=100)
+    log.append("lazy", {}, session=None, user=None, durable=False)  # seq 4, vouched by the pending marker
+    records = records_of(path)
+    forged = _forged(records[-1], seq=5, prev=records[-1]["hash"])  # chains, but nobody with the key wrote it
+    with open(path, "ab") as f:
+        f.write(canonical_json(forged) + b"\n")
+    rec = log.append("next", {}, session=None, user=None)
+    records = records_of(path)
+    assert records[4] == forged and records[5]["type"] == RECOVERED and rec["seq"] == 7
+    assert {k: records[5]["payload"][k] for k in ("head_seq", "adopted_from", "adopted_to")} == {
+        "head_seq": 3,
+        "adopted_from": 5,  # seq 4 was vouched for; only the forged record is flagged
+        "adopted_to": 5,
+    }
+    assert verify_log(path, PUB).recovered == [(5, 5)]
+
+
+def test_records_after_the_head_that_do_not_chain_are_refused(tmp_path: Path) -> None:
+    path = make_log(tmp_path, events=3, every=100)
+    records = records_of(path)
+    before = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(canonical_json(_forged(records[-1], seq=4, prev="ab" * 32)) + b"\n")
+    with pytest.raises(AuditLogError, match="do not continue its chain"):
+        AuditLog(path, "bastion-1", KEY).append("x", {}, session=None, user=None)
+    assert path.read_bytes().startswith(before) and len(records_of(path)) == 4
+    assert not verify_log(path, PUB).ok
+
+
+def test_head_ahead_of_the_log_is_truncation(tmp_path: Path) -> None:
+    path = make_log(tmp_path, events=5, every=100)
+    log = AuditLog(path, "bastion-1", KEY, checkpoint_every=100)
+    for i in range(3):
+        log.append("lazy", {"i": i}, session=None, user=None, durable=False)
+    write_records(path, records_of(path)[:4])  # the log lost seq 5, which the head names, and the rest
+    problem = verify_log(path, PUB).problem
+    assert problem is not None and (problem.kind, problem.seq) == ("truncated", 5)
+    with pytest.raises(AuditLogError, match="ends at seq 4 but its signed head records seq 5"):
+        log.append("x", {}, session=None, user=None)
+
+
+def test_nondurable_records_lost_in_a_power_loss_leave_a_consistent_log(tmp_path: Path) -> None:
+    """What the head names is on disk; what a power loss takes was never signed (and leaves no trace)."""
+    path = make_log(tmp_path, events=5, every=100)
+    on_disk = path.read_bytes()
+    log = AuditLog(path, "bastion-1", KEY, checkpoint_every=100)
+    head_before = head_file(path).read_bytes()
+    for i in range(3):
+        log.append("lazy", {"i": i}, session=None, user=None, durable=False)
+    assert head_file(path).read_bytes() == head_before  # non-durable appends never touch the head
+    path.write_bytes(on_disk)  # the page cache is gone, and with it seq 6..8 (their marker survived)
+    assert verify_log(path, PUB).ok
+    rec = AuditLog(path, "bastion-1", KEY, checkpoint_every=100).append("after", {}, session=None, user=None)
+    assert rec["seq"] == 6 and not any(r["type"] == RECOVERED for r in records_of(path))
+    assert verify_log(path, PUB).ok
+
+
+def test_sync_makes_nondurable_appends_durable_and_signed(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, "bastion-1", KEY)
+    log.sync()  # nothing to do on an empty log
+    log.append("durable", {}, session=None, user=None)
+    for i in range(3):
+        log.append("lazy", {"i": i}, session=None, user=None, durable=False)
+    assert current_head(path)["seq"] == 1
+    log.sync()
+    assert current_head(path)["seq"] == 4 and verify_log(path, PUB).ok
+    log.sync()
+    log.close()
+    assert log.append("after.close", {}, session=None, user=None)["seq"] == 5
+    assert verify_log(path, PUB).ok
+
+
+@pytest.mark.parametrize("torn", ["newer", "older", "both"])
+def test_torn_head_slot(log_path: Path, torn: str) -> None:
+    """A crash tears at most the slot being written; the other slot still gives a signed head."""
+    raw = bytearray(head_file(log_path).read_bytes())  # slot 0: seq 30 (newer), slot 1: seq 29
+    for index in {"newer": [0], "older": [1], "both": [0, 1]}[torn]:
+        at = index * HEAD_SLOT_SIZE + 70
+        raw[at : at + 100] = os.urandom(100)  # half new bytes, half old: the CRC no longer matches
+    head_file(log_path).write_bytes(bytes(raw))
+    report = verify_log(log_path, PUB)
+    log = AuditLog(log_path, "bastion-1", KEY, checkpoint_every=10)
+    if torn == "both":
+        assert report.problem is not None and report.problem.kind == "malformed"
+        assert "both slots are torn" in report.problem.message
+        with pytest.raises(AuditLogError, match="is corrupt"):
+            log.append("x", {}, session=None, user=None)
+        return
+    if torn == "older":
+        assert report.ok and report.head_seq == 30
+        assert log.append("x", {}, session=None, user=None)["seq"] == 31
+        assert verify_log(log_path, PUB).ok
+        return
+    # newer torn: the head is seq 29 and seq 30 (durable, its head write torn) is not covered yet
+    assert report.problem is not None and (report.problem.kind, report.problem.seq) == ("head_mismatch", 30)
+    assert report.head_seq == 29
+    assert verify_log(log_path, PUB, require_head=False).unsigned == (30, 30)
+    rec = log.append("x", {}, session=None, user=None)
+    assert records_of(log_path)[30]["type"] == RECOVERED and rec["seq"] == 32
+    report = verify_log(log_path, PUB)
+    assert report.ok and report.recovered == [(30, 30)]
+
+
+def test_forged_older_head_slot_is_reported(log_path: Path) -> None:
+    older = head_slots(log_path)[1]
+    assert older is not None and older["seq"] == 29
+    older["hash"] = "ab" * 32
+    write_slot(log_path, older)
+    problem = verify_log(log_path, PUB).problem
+    assert problem is not None and (problem.kind, problem.seq) == ("bad_signature", 29)
+    assert "older slot" in problem.message
+
+
+def test_head_slot_written_in_the_wrong_slot_is_malformed(log_path: Path) -> None:
+    head = current_head(log_path)  # seq 30 belongs in slot 0
+    write_slot(log_path, head, index=1)
+    problem = verify_log(log_path, PUB).problem
+    assert problem is not None and problem.kind == "malformed"
+
+
+def test_head_signature_verified_only_when_another_writer_changed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[AuditLog] = []
+    original = AuditLog._check_head
+
+    def counting(self: AuditLog, raw: bytes, bastion: str) -> Any:
+        checked.append(self)
+        return original(self, raw, bastion)
+
+    monkeypatch.setattr(AuditLog, "_check_head", counting)
+    path = tmp_path / "audit.jsonl"
+    a, b = AuditLog(path, "bastion-1", KEY), AuditLog(path, "bastion-1", KEY)
+    for i in range(5):
+        a.append("a", {"i": i}, session=None, user=None)
+    assert checked == []  # a wrote every byte of the head itself
+    b.append("b", {}, session=None, user=None)
+    assert checked == [b]
+    for i in range(3):
+        a.append("a", {"i": i}, session=None, user=None)
+    assert checked == [b, a]  # once, after b changed the head
+    assert verify_log(path, PUB).ok
+
+
+def test_log_rotated_under_a_running_appender(tmp_path: Path) -> None:
+    path = make_log(tmp_path, events=3, every=100)
+    log = AuditLog(path, "bastion-1", KEY, checkpoint_every=100)
+    log.append("before.rotation", {}, session=None, user=None)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    os.rename(path, archive / "audit.jsonl")
+    os.rename(head_file(path), archive / "audit.jsonl.head")
+    rec = log.append("after.rotation", {}, session=None, user=None)
+    assert rec["seq"] == 1 and rec["prev"] == GENESIS
+    assert verify_log(path, PUB).ok
+    report = verify_log(archive / "audit.jsonl", PUB)
+    assert report.ok and report.events == 4
+    assert stat.S_IMODE(head_file(path).stat().st_mode) == 0o600
+
+
+def test_head_file_of_the_older_single_json_format_is_read_and_converted(tmp_path: Path) -> None:
+    path = make_log(tmp_path, events=3, every=100)
+    head_file(path).write_bytes(canonical_json(current_head(path)) + b"\n")
+    assert verify_log(path, PUB).ok
+    AuditLog(path, "bastion-1", KEY).append("x", {}, session=None, user=None)
+    assert len(head_file(path).read_bytes()) == HEAD_SIZE and current_head(path)["seq"] == 4
+    assert verify_log(path, PUB).ok
+    assert stat.S_IMODE(head_file(path).stat().st_mode) == 0o600
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_fork_child_reopens_its_files_and_both_keep_one_chain(tmp_path: Path) -> None:
+    """A forked child shares the parent's flock (one open file description): it must re-open the files."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, "bastion-1", KEY, checkpoint_every=10)
+    log.append("parent.before", {}, session="p", user=None)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for i in range(40):
+                log.append("child", {"i": i}, session="c", user=None, durable=i % 2 == 0)
+            code = 0
+        finally:
+            os._exit(code)
+    for i in range(40):
+        log.append("parent", {"i": i}, session="p", user=None, durable=i % 2 == 0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.sync()
+    report = verify_log(path, PUB)
+    assert report.ok and report.events == 81 and report.recovered == []
+    records = records_of(path)
+    for who in ("child", "parent"):
+        assert [r["payload"]["i"] for r in records if r["type"] == who] == list(range(40))
 
 
 def test_missing_log_and_head_is_an_error(tmp_path: Path) -> None:
@@ -654,6 +1036,7 @@ def test_any_single_mutation_is_detected(case: tuple[int, int, list[int], str, i
             log.append("e", {"i": i}, session="s", user="u", durable=False)
             if i in explicit:
                 log.checkpoint("session end")
+        log.sync()  # the non-durable tail is signed only from here on
         assert verify_log(path, PUB).ok
         records = records_of(path)
         n = len(records)

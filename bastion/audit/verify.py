@@ -20,6 +20,12 @@ after the last good record G (and P its hash), R the record found instead, and N
 The window is WINDOW records behind and ahead; a record moved farther than that reads as a deletion.
 A record rewritten with every later hash recomputed keeps a valid chain: the next checkpoint's signature
 (bad_signature) or the signed head (head_mismatch) catches it, with the range of seqs it can be in.
+
+The head file has two slots (see bastion.audit.log): the head is its intact slot with the higher seq; a torn
+slot is ignored (a crash), every intact slot must verify and name a record of the log. Records after the
+head are covered by no signature: head_mismatch, or with require_head=False accepted and reported in
+VerifyReport.unsigned. `audit.recovered` records must name the records right before them; their ranges
+(records unsigned at a crash, adopted by the next append) are reported in VerifyReport.recovered.
 """
 
 from __future__ import annotations
@@ -41,14 +47,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bastion.audit.log import (
     CHECKPOINT,
     GENESIS,
+    RECOVERED,
     AuditLogError,
     Head,
     checkpoint_message,
     head_message,
     head_path_for,
     lock_path_for,
-    parse_head,
     parse_record,
+    read_head_slots,
     record_hash,
 )
 from bastion.audit.signing import key_id
@@ -86,6 +93,9 @@ class VerifyReport:
     """Outcome of verify_log. events/checkpoints count the records verified before any problem.
 
     events counts records other than checkpoints; last_seq is the seq of the last record read (0 if none).
+    recovered: the (first, last) seq ranges that `audit.recovered` records adopted after a crash (they were
+    not covered by a signature at the crash; later signatures cover them). unsigned: with
+    require_head=False, the (first, last) seqs at the end of the log no signature covers, if any.
     """
 
     ok: bool
@@ -94,6 +104,8 @@ class VerifyReport:
     last_seq: int = 0
     problem: Problem | None = None
     head_seq: int | None = field(default=None)
+    recovered: list[tuple[int, int]] = field(default_factory=list)
+    unsigned: tuple[int, int] | None = None
 
 
 @dataclass
@@ -216,11 +228,11 @@ def _seqs(first: int, last: int) -> str:
 
 class _Verifier:
     def __init__(
-        self, path: Path, keys: dict[str, Ed25519PublicKey], reader: _Reader, watch_seq: int | None
+        self, path: Path, keys: dict[str, Ed25519PublicKey], reader: _Reader, watch: set[int]
     ) -> None:
         self.path = path
-        self.watch_seq = watch_seq  # the head's seq: remember the log's hash there, not the whole log
-        self.watch_hash: str | None = None
+        self.watch = watch  # the head slots' seqs: remember the log's hashes there, not the whole log
+        self.watched: dict[int, str] = {}
         self.keys = keys
         self.reader = reader
         self.history: deque[_Line] = deque(maxlen=WINDOW)
@@ -270,10 +282,14 @@ class _Verifier:
                 self.report.checkpoints += 1
                 self.last_checkpoint = rec["seq"]
             else:
+                if rec["type"] == RECOVERED:
+                    problem = self.check_recovered(line)
+                    if problem:
+                        return problem
                 self.report.events += 1
             self.report.last_seq = rec["seq"]
-            if rec["seq"] == self.watch_seq:
-                self.watch_hash = rec["hash"]
+            if rec["seq"] in self.watch:
+                self.watched[rec["seq"]] = rec["hash"]
             self.history.append(line)
             self.last = line
             expect_seq, expect_prev = rec["seq"] + 1, rec["hash"]
@@ -281,6 +297,33 @@ class _Verifier:
 
     def unsigned_range(self, upto: int) -> str:
         return _seqs(self.last_checkpoint + 1, upto) if upto > self.last_checkpoint else "no record"
+
+    def check_recovered(self, line: _Line) -> VerifyReport | None:
+        """An audit.recovered record names the records right before it (older logs: one, adopted_seq)."""
+        rec = line.record
+        assert rec is not None
+        seq, payload = rec["seq"], rec["payload"]
+        if "adopted_from" in payload or "adopted_to" in payload:
+            first, last = payload.get("adopted_from"), payload.get("adopted_to")
+        else:
+            first = last = payload.get("adopted_seq")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (first, last)):
+            return self.fail(
+                "malformed",
+                f"{line.where()}: recovery record does not name the seqs it adopted",
+                seq,
+                line.lineno,
+            )
+        assert isinstance(first, int) and isinstance(last, int)
+        if not 1 <= first <= last == seq - 1:
+            return self.fail(
+                "malformed",
+                f"{line.where()}: recovery record names {_seqs(first, last)}, not the records before it",
+                seq,
+                line.lineno,
+            )
+        self.report.recovered.append((first, last))
+        return None
 
     def check_checkpoint(self, line: _Line) -> VerifyReport | None:
         rec = line.record
@@ -446,28 +489,31 @@ class _Verifier:
             r.lineno,
         )
 
-    def check_head(self, head: Head, head_path: Path, seq_hash: str | None) -> VerifyReport | None:
-        """Compare the signed head with the end of the log; seq_hash is the log's hash at head.seq, if any."""
+    def check_head(self, heads: list[Head], head_path: Path) -> VerifyReport | None:
+        """Compare the head file's slots (newest first) with the end of the log."""
         last = self.last
         assert last is not None and last.record is not None
-        key = self.keys.get(head.key_id)
-        if key is None:
-            return self.fail(
-                "unknown_key",
-                f"head file {head_path} is signed by key {head.key_id} which is not the bastion's key",
-                head.seq,
-                None,
-            )
-        try:
-            key.verify(head.sig, head_message(last.record["bastion"], head.seq, head.hash))
-        except InvalidSignature:
-            return self.fail(
-                "bad_signature",
-                f"head file {head_path}: signature does not verify (head at seq {head.seq}) — head forged "
-                "or modified",
-                head.seq,
-                None,
-            )
+        for i, head in enumerate(heads):
+            which = "head file" if i == 0 else "head file (older slot)"
+            key = self.keys.get(head.key_id)
+            if key is None:
+                return self.fail(
+                    "unknown_key",
+                    f"{which} {head_path} is signed by key {head.key_id} which is not the bastion's key",
+                    head.seq,
+                    None,
+                )
+            try:
+                key.verify(head.sig, head_message(last.record["bastion"], head.seq, head.hash))
+            except InvalidSignature:
+                return self.fail(
+                    "bad_signature",
+                    f"{which} {head_path}: signature does not verify (head at seq {head.seq}) — head forged "
+                    "or modified",
+                    head.seq,
+                    None,
+                )
+        head = heads[0]
         if head.seq > last.seq:
             return self.fail(
                 "truncated",
@@ -476,24 +522,26 @@ class _Verifier:
                 last.seq + 1,
                 None,
             )
-        if seq_hash != head.hash:
-            return self.fail(
-                "head_mismatch",
-                f"seq {head.seq} does not match the signed head's hash — a record in "
-                f"{self.unsigned_range(head.seq)} was modified and its hashes recomputed",
-                head.seq,
-                None,
-            )
-        if head.seq < last.seq:
-            return self.fail(
-                "head_mismatch",
-                f"the signed head records seq {head.seq} but the log continues to seq {last.seq} — "
-                f"{_seqs(head.seq + 1, last.seq)} not covered by the head (head rolled back, records "
-                "appended without the key, or an append interrupted)",
-                head.seq + 1,
-                None,
-            )
+        for i, slot in enumerate(heads):
+            if self.watched.get(slot.seq) != slot.hash:
+                older = "" if i == 0 else " (older head slot)"
+                return self.fail(
+                    "head_mismatch",
+                    f"seq {slot.seq} does not match the signed head's hash{older} — a record in "
+                    f"{self.unsigned_range(slot.seq)} was modified and its hashes recomputed",
+                    slot.seq,
+                    None,
+                )
         return None
+
+    def unsigned_tail(self, after: int, why: str, require_head: bool) -> VerifyReport:
+        """Records after seq `after` that no signature covers: head_mismatch unless require_head=False."""
+        assert self.last is not None
+        if require_head:
+            return self.fail("head_mismatch", why, after + 1, None)
+        self.report.unsigned = (after + 1, self.last.seq)
+        self.report.ok = True
+        return self.report
 
 
 def verify_log(
@@ -516,31 +564,31 @@ def verify_log(
         head_raw, f, size = _snapshot(log_path, stack)
         if f is None and head_raw is None:
             raise AuditLogError(f"audit log {log_path} does not exist")
-        head: Head | None = None
+        heads: list[Head] = []
         head_error: str | None = None
         if head_raw is not None:
             try:
-                head = parse_head(head_raw)
+                heads = read_head_slots(head_raw)
             except ValueError as exc:
                 head_error = str(exc)
-        v = _Verifier(log_path, keys, _Reader(f or io.BytesIO(), size), watch_seq=head.seq if head else None)
-        v.report.head_seq = head.seq if head else None
+        v = _Verifier(log_path, keys, _Reader(f or io.BytesIO(), size), watch={h.seq for h in heads})
+        v.report.head_seq = heads[0].seq if heads else None
         failed = v.walk()
     if failed is not None:
         return failed
     if head_error is not None:
         return v.fail("malformed", f"head file {head_path} is corrupt — {head_error}", None, None)
     if v.last is None:
-        if head is not None:
+        if heads:
             return v.fail(
                 "truncated",
-                f"log is empty but the signed head records seq {head.seq} — log truncated",
+                f"log is empty but the signed head records seq {heads[0].seq} — log truncated",
                 1,
                 None,
             )
         v.report.ok = True
         return v.report
-    if head is None:
+    if head_raw is None:
         if require_head:
             return v.fail(
                 "head_mismatch",
@@ -549,9 +597,31 @@ def verify_log(
                 None,
                 None,
             )
-    else:
-        problem = v.check_head(head, head_path, v.watch_hash)
-        if problem is not None:
-            return problem
+        if v.last_checkpoint < v.last.seq:
+            v.report.unsigned = (v.last_checkpoint + 1, v.last.seq)
+        return _ok(v)
+    if not heads:
+        return v.unsigned_tail(
+            0,
+            f"log has records up to seq {v.last.seq} but the head file {head_path} holds no signed head — "
+            f"{_seqs(1, v.last.seq)} not covered by it (head wiped, or a crash before the first head write)",
+            require_head,
+        )
+    problem = v.check_head(heads, head_path)
+    if problem is not None:
+        return problem
+    head = heads[0]
+    if head.seq < v.last.seq:
+        return v.unsigned_tail(
+            head.seq,
+            f"the signed head records seq {head.seq} but the log continues to seq {v.last.seq} — "
+            f"{_seqs(head.seq + 1, v.last.seq)} not covered by the head (non-durable appends not yet synced, "
+            "an append interrupted by a crash, the head rolled back, or records appended without the key)",
+            require_head,
+        )
+    return _ok(v)
+
+
+def _ok(v: _Verifier) -> VerifyReport:
     v.report.ok = True
     return v.report

@@ -59,16 +59,17 @@ class _AtomicJSONStorage(Storage):
     half-written; this one never touches the live file except through os.replace.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, shared: bool = False) -> None:
         super().__init__()
         self._path = path
+        self._shared = shared  # read-only snapshot: may be the parsed file shared between calls
         self._data: dict[str, dict[str, Any]] | None = None
         self._loaded = False
         self.dirty = False
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         if not self._loaded:
-            self._data = _load(self._path)
+            self._data = _load_shared(self._path) if self._shared else _load(self._path)
             self._loaded = True
         return self._data
 
@@ -84,11 +85,35 @@ class _AtomicJSONStorage(Storage):
             self.dirty = False
 
 
-def _load(path: str) -> dict[str, dict[str, Any]] | None:
+# Parsed state files by path, keyed by the identity of the file that was read (inode, mtime, size): the file
+# is only ever replaced whole, so an unchanged identity means unchanged content. Only read-only operations
+# use it (they never mutate what TinyDB hands them, and records are deep-copied out of it).
+_PARSED: dict[str, tuple[tuple[int, int, int], dict[str, dict[str, Any]] | None]] = {}
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _load_shared(path: str) -> dict[str, dict[str, Any]] | None:
+    try:
+        current = _identity(os.stat(path))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _load(path)
+    cached = _PARSED.get(path)
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    return _load(path, remember=True)
+
+
+def _load(path: str, *, remember: bool = False) -> dict[str, dict[str, Any]] | None:
     """Parse the state file; None when it does not exist yet (or is empty, as TinyDB itself treats it)."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
+            read_identity = _identity(os.fstat(f.fileno()))  # of the file actually read, not the path now
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -118,6 +143,8 @@ def _load(path: str) -> dict[str, dict[str, Any]] | None:
             problem = f"format {version!r} is newer than this bastion understands ({FORMAT})"
     if problem is not None:
         raise StoreError(f"state file {path} is unreadable ({problem}); restore it from a backup")
+    if remember:
+        _PARSED[path] = (read_identity, data)
     return data
 
 
@@ -194,7 +221,7 @@ class TinyDBStore(Store):
     @contextmanager
     def _read(self) -> Iterator[TinyDB]:
         """A consistent snapshot without the lock: the file is only ever replaced whole."""
-        db = TinyDB(self._path, storage=_AtomicJSONStorage)
+        db = TinyDB(self._path, storage=_AtomicJSONStorage, shared=True)
         try:
             yield db
         finally:

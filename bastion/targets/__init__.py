@@ -1,0 +1,1 @@
+"""Targets the bastion connects to on behalf of users: PostgreSQL, SSH."""

@@ -108,6 +108,60 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Verdicts for a user on a connection; runs nothing. Exit 0 when every statement would run, else 1."""
+    import json
+
+    from bastion.identity.roles import access
+    from bastion.policy.sql import classify, split_statements
+    from bastion.policy.verdict import Verdict, decide
+    from bastion.session import SessionError, connect_store
+
+    config = _load(args)
+    if args.user not in config.users:
+        raise Fail(f"unknown user {args.user!r}", 2)
+    if args.connection not in config.connections:
+        raise Fail(f"unknown connection {args.connection!r}", 2)
+    words = args.sql[1:] if args.sql[:1] == ["--"] else args.sql
+    text = " ".join(words).strip()
+    if not text:
+        raise Fail("no SQL given: bastion policy check ... -- STATEMENT", 2)
+    try:
+        store = connect_store(config)
+    except SessionError as exc:
+        raise Fail(str(exc)) from None
+    try:
+        allowed = access(config, store, args.user, args.connection)
+    finally:
+        store.close()
+    if not allowed.allowed or allowed.policy is None:
+        raise Fail(f"{args.user} may not use {args.connection}: {allowed.reason}")
+    decisions = [decide(allowed.policy, classify(statement)) for statement in split_statements(text)]
+    if not decisions:
+        raise Fail("no SQL statement in the input (only comments or semicolons)", 2)
+    for index, decision in enumerate(decisions, start=1):
+        c = decision.classification
+        if args.json:
+            print(json.dumps({
+                "index": index, "statement": c.text, "class": c.sql_class.value,
+                "classes": sorted(x.value for x in c.classes), "verdict": decision.verdict.value,
+                "policy": decision.policy, "reasons": list(decision.reasons),
+                "warnings": list(decision.warnings),
+            }))  # fmt: skip
+            continue
+        print(f"{index:>3}  {decision.verdict.value:<15} {c.sql_class.value:<10} {_shorten(c.text)}")
+        for reason in decision.reasons:
+            print(f"       - {reason}")
+        for warning in decision.warnings:
+            print(f"       ! {warning}")
+    return 0 if all(d.verdict is Verdict.ALLOW for d in decisions) else 1
+
+
+def _shorten(text: str, width: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from bastion.login import login
 
@@ -165,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--key", help="public key file (default: audit.signing_key + .pub)")
     verify.set_defaults(func=cmd_audit_verify)
 
+    policy = sub.add_parser("policy", help="policy commands")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    pcheck = policy_sub.add_parser(
+        "check",
+        parents=[common],
+        help="print the verdict on each statement for a user and connection; runs nothing",
+    )
+    pcheck.add_argument("--user", required=True)
+    pcheck.add_argument("--connection", required=True)
+    pcheck.add_argument("--json", action="store_true", help="one JSON object per statement")
+    pcheck.add_argument("sql", nargs=argparse.REMAINDER, help="-- SQL")
+    pcheck.set_defaults(func=cmd_policy_check)
+
     login = sub.add_parser("login", parents=[common], help="the login shell sshd runs for a user's key")
     login.add_argument(
         "--key", required=True, metavar="SHA256:…", help="fingerprint of the key sshd accepted"
@@ -175,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from bastion.frontdoor import FrontDoorError
+    from bastion.runtime import tune_gc
 
+    tune_gc()
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func

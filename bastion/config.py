@@ -29,6 +29,7 @@ CONNECTION_TYPES = ("postgres", "ssh")
 RECORDING_FAILURE = ("strict", "best_effort")
 OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+MASK_STYLES = ("full", "partial", "pseudonym")
 
 
 class ConfigError(Exception):
@@ -171,6 +172,33 @@ class ApprovalSettings:
 
 
 @dataclass(frozen=True)
+class MaskRule:
+    """A sensitive column: (schema or None, table or "*", column), how to mask it, and who is exempt."""
+
+    pattern: str
+    schema: str | None
+    table: str
+    column: str
+    style: str
+    exempt_roles: tuple[str, ...]
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        return (
+            self.column == column
+            and (self.table == "*" or self.table == table)
+            and (self.schema is None or self.schema == schema)
+        )
+
+
+@dataclass(frozen=True)
+class MaskingSettings:
+    hmac_key_file: Path | None
+    detectors: bool
+    default_style: str
+    columns: tuple[MaskRule, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     bastion: BastionSettings
@@ -182,6 +210,7 @@ class Config:
     policies: dict[str, Policy]
     recording: RecordingSettings
     approvals: ApprovalSettings
+    masking: MaskingSettings
     raw: dict[str, Any]
 
     @property
@@ -315,6 +344,7 @@ class _Loader:
         roles = self.named(top.tables("roles"), "roles", self.role)
         recording = self.recording(top.table("recording"))
         approvals = self.approvals(top.table("approvals"))
+        masking = self.masking(top.table("masking"), roles)
         top.done()
         self.cross_check(users, roles, connections, policies, approvals)
         if self.errors:
@@ -331,6 +361,7 @@ class _Loader:
             policies=policies,
             recording=recording,
             approvals=approvals,
+            masking=masking,
             raw=self.raw,
         )
 
@@ -531,10 +562,53 @@ class _Loader:
         preset = t.str("preset", choices=PRESETS)
         timeout = t.duration("statement_timeout", "30s")
         classes = self.verdict_map(t, "classes", SQL_CLASSES)
+        if classes.get("unknown") == "allow":
+            self.errors.add(
+                f"{t.key_path('classes')}.unknown",
+                "statements the parser does not understand cannot be allowed",
+            )
         tables = self.verdict_map(t, "tables", None)
         if name is None or preset is None:
             return None
         return Policy(name, preset, timeout or 30.0, classes, tables)
+
+    def masking(self, t: Table | None, roles: dict[str, Role]) -> MaskingSettings:
+        if t is None:
+            t = Table({}, "masking", self.errors)
+        key = self.file(t, "hmac_key_file", secret=True)
+        detectors = t.bool("detectors", True)
+        default_style = t.str("default_style", "full", choices=MASK_STYLES) or "full"
+        rules = []
+        for ct in t.tables("columns"):
+            pattern = ct.str("column")
+            style = ct.str("style", default_style, choices=MASK_STYLES) or default_style
+            exempt = ct.str_list("exempt_roles", []) or []
+            for index, role in enumerate(exempt):
+                if role not in roles:
+                    self.errors.add(f"{ct.key_path('exempt_roles')}[{index}]", f"unknown role {role!r}")
+            ct.done()
+            if not isinstance(pattern, str):
+                continue
+            parts = [part.strip() for part in pattern.split(".")]
+            if (
+                len(parts) not in (2, 3)
+                or not all(parts)
+                or "*" in parts[-1]
+                or (len(parts) == 3 and "*" in parts[0])
+            ):
+                self.errors.add(
+                    ct.key_path("column"), "must be table.column, schema.table.column or *.column"
+                )
+                continue
+            schema = parts[0] if len(parts) == 3 else None
+            rules.append(MaskRule(pattern, schema, parts[-2], parts[-1], style, tuple(exempt)))
+        t.done()
+        if rules and key is None:
+            self.errors.add(
+                "masking.hmac_key_file",
+                "required when columns are masked: masking records keep an HMAC of each original value",
+            )
+        return MaskingSettings(key, bool(detectors), default_style, tuple(rules))
 
     def verdict_map(self, t: Table, key: str, allowed_keys: tuple[str, ...] | None) -> dict[str, str]:
         out = {}

@@ -22,7 +22,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def ensure_example_secrets(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name in ("pg-readonly.password", "pg-guarded.password"):
+    for name in ("pg-readonly.password", "pg-guarded.password", "masking.key"):
         path = directory / name
         if not path.exists():
             _write_private(path, (secrets.token_urlsafe(24) + "\n").encode())

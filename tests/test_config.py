@@ -42,9 +42,13 @@ def test_example_config_passes_check() -> None:
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout and "bastion-example" in result.stdout
     config = load_config(REPO / "config.example.toml")
-    assert set(config.connections) == {"pg-readonly", "pg-guarded", "app-server"}
+    assert set(config.connections) == {"pg-readonly", "pg-guarded", "pg-dba", "app-server"}
     assert config.connections["pg-readonly"].policy == "readonly"
-    assert config.policies["shop-guarded"].classes == {"ddl": "block"}
+    assert config.connections["pg-guarded"].policy == "guarded"
+    assert config.policies["shop-dba"].tables == {"public.orders": "approve"}
+    assert {r.pattern for r in config.masking.columns} == {
+        "customers.email", "customers.ssn", "customers.phone", "customers.card_number"
+    }
     assert config.connections["app-server"].host_key is not None
     assert config.recording.free_space_floor == 1024**3
 
@@ -61,7 +65,7 @@ def test_example_documents_every_key() -> None:
         re.findall(r'\bt\.(?:str|bool|int|str_list|duration|size|table|mapping|name)\("([a-z_]+)"', source)
     )
     keys |= set(re.findall(r'self\.(?:file|public_key)\(t, "([a-z_]+)"', source))
-    keys |= set(re.findall(r'rt\.(?:str_list|int|duration)\("([a-z_]+)"', source))
+    keys |= set(re.findall(r'(?:rt|ct)\.(?:str_list|int|duration|str)\("([a-z_]+)"', source))
     missing = sorted(k for k in keys if not re.search(rf"(^|[\s#\[.{{,]){k}\s*=|\[{k}\]|\.{k}\]", text, re.M))
     assert not missing, f"undocumented keys: {missing}"
 

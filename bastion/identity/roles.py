@@ -39,6 +39,7 @@ class Access:
     policy: Policy | None = None
     via: tuple[str, ...] = ()  # roles (or "grant:<id>") that allow it
     requestable: bool = False  # not allowed, but the user may ask elevation to it
+    roles: tuple[str, ...] = ()  # the user's roles at that moment
 
 
 def base_roles(config: Config, user: User, groups: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -119,8 +120,12 @@ def access(
     *,
     groups: tuple[str, ...] | None = None,
     now: float | None = None,
+    roles: RoleSet | None = None,
 ) -> Access:
-    """May USER use CONNECTION now, and under which policy? Fails closed on anything unknown."""
+    """May USER use CONNECTION now, and under which policy? Fails closed on anything unknown.
+
+    `roles` may be passed when the caller has just computed them for the same moment.
+    """
     user = config.users.get(user_name)
     if user is None:
         return Access(False, connection_name, f"unknown user {user_name!r}")
@@ -129,10 +134,12 @@ def access(
     conn: Connection | None = config.connections.get(connection_name)
     if conn is None:
         return Access(False, connection_name, f"unknown connection {connection_name!r}")
-    roles = role_set(config, store, user, groups=groups, now=now)
+    if roles is None or roles.user != user.name:
+        roles = role_set(config, store, user, groups=groups, now=now)
     via = usable_connections(config, roles).get(connection_name)
     if via:
-        return Access(True, connection_name, "allowed by " + ", ".join(via), config.policy_of(conn), via)
+        reason = "allowed by " + ", ".join(via)
+        return Access(True, connection_name, reason, config.policy_of(conn), via, roles=roles.roles)
     if connection_name in requestable_connections(config, roles):
         return Access(
             False, connection_name, f"{connection_name} needs an approved elevation request", requestable=True

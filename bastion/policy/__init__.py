@@ -1,0 +1,1 @@
+"""Policy: SQL classification, verdicts, masking and value detectors."""

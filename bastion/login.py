@@ -7,6 +7,8 @@ before any command runs and as ended however the process stops (normal end, erro
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -16,6 +18,7 @@ from bastion import headless
 from bastion.config import Config
 from bastion.identity.keys import is_fingerprint
 from bastion.session import Session, SessionError, client_address, connect_store, open_audit_log
+from bastion.store.base import Store
 
 
 class _Hangup(Exception):
@@ -32,29 +35,50 @@ def _err(message: str) -> None:
 
 def _oidc_step(session: Session) -> bool:
     """Headless device login with the code on stderr (the TUI has its own screen). False: refused."""
-    from bastion.identity.binding import BindingError
-    from bastion.identity.oidc import DevicePrompt, OidcError, format_prompt
-    from bastion.identity.oidc_login import authenticate
-
-    config = session.config
+    from bastion.identity.oidc import DevicePrompt, format_prompt
+    from bastion.identity.oidc_login import login_session
 
     def show(prompt: DevicePrompt) -> None:
         text = format_prompt(
-            prompt, bastion_name=config.bastion.name, key_fingerprint=session.key_fingerprint
+            prompt, bastion_name=session.config.bastion.name, key_fingerprint=session.key_fingerprint
         )
         print(text, file=sys.stderr, flush=True)
 
-    try:
-        identity, outcome = authenticate(config, session.store, session.user.name, show)
-    except (OidcError, BindingError) as exc:
-        session.start({"oidc": "refused"})
-        session.event("login_refused", {"reason": str(exc)})
-        session.end("refused", str(exc))
-        _err(str(exc))
+    refused = login_session(session, show)
+    if refused is not None:
+        session.refuse(refused, {"oidc": "refused"})
+        _err(refused)
         return False
-    session.groups = tuple(identity.groups)
-    session.oidc = {"issuer": identity.issuer, "subject": identity.subject, "binding": outcome}
     return True
+
+
+# The interactive front end is loaded by name, only for interactive logins: the core never imports textual,
+# and a headless login never pays for loading it.
+FRONTEND = "tui.app"
+
+
+def _interactive(session: Session, store: Store) -> int:
+    """The TUI on the user's terminal; the session ends however the TUI does (quit, idle, hangup, crash)."""
+    status, reason, code = "abnormal", "the TUI stopped unexpectedly", 1
+    try:
+        run_tui = importlib.import_module(FRONTEND).run_tui
+        if session.config.oidc is None:
+            session.start()
+        outcome = run_tui(session)
+        status, reason = outcome.status, outcome.reason
+        code = 0 if status in ("ended", "idle") else 1
+    except SessionError as exc:
+        reason = str(exc)
+    except Exception as exc:  # the terminal may be gone; the end must still be recorded
+        reason = f"the TUI stopped unexpectedly ({type(exc).__name__})"
+    finally:
+        if session.started_at and not session.ended:
+            session.end(status, reason)
+        store.close()
+    if status != "ended" and reason:
+        with contextlib.suppress(OSError):
+            _err(reason)
+    return code
 
 
 def login(config: Config, key_fingerprint: str) -> int:
@@ -90,6 +114,8 @@ def login(config: Config, key_fingerprint: str) -> int:
         config, store, audit, user, key_fingerprint, "headless" if command is not None else "tui",
         client=client_address(),
     )  # fmt: skip
+    if command is None:
+        return _interactive(session, store)
     for signum in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, _raise_hangup)
     status, reason, code = "ended", "", 1
@@ -101,19 +127,13 @@ def login(config: Config, key_fingerprint: str) -> int:
             session.event("headless_refused", {"reason": usage_error.splitlines()[0]})
             _err(usage_error)
             code = 2
-        elif command is not None:
+        else:
             try:
                 code = headless.run(session, command)
             except headless.UsageError as exc:
                 session.event("headless_refused", {"reason": str(exc).splitlines()[0]})
                 _err(str(exc))
                 code = 2
-        else:
-            _err(
-                "the interactive TUI is not in this version of bastion yet; "
-                "headless commands work: " + ", ".join(headless.COMMANDS)
-            )
-            code = 1
     except _Hangup as exc:
         status, reason = "abnormal", f"{exc} received"
     except SessionError as exc:

@@ -106,6 +106,12 @@ class Session:
             },
         )
 
+    def refuse(self, reason: str, extra: dict[str, Any] | None = None) -> None:
+        """A login that did not get through (OIDC refused, binding mismatch): recorded start to end."""
+        self.start(extra)
+        self.event("login_refused", {"reason": reason})
+        self.end("refused", reason)
+
     def end(self, status: str = "ended", reason: str = "") -> None:
         """Idempotent; the end event is followed by a signed checkpoint covering the whole session."""
         if self.ended:

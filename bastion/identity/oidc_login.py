@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bastion.config import Config, read_secret
-from bastion.identity.binding import check_binding
-from bastion.identity.oidc import DeviceLogin, DevicePrompt, OidcIdentity, OidcSettings
+from bastion.identity.binding import BindingError, check_binding
+from bastion.identity.oidc import DeviceLogin, DevicePrompt, OidcError, OidcIdentity, OidcSettings
 from bastion.store.base import Store
+
+if TYPE_CHECKING:
+    from bastion.session import Session
 
 
 def settings_from_config(config: Config) -> OidcSettings:
@@ -51,3 +55,17 @@ def authenticate(
         client.close()
     outcome = check_binding(store, user, identity, ttl_s=config.oidc.binding_ttl_s, now=time.time())
     return identity, outcome
+
+
+def login_session(
+    session: Session, show: Callable[[DevicePrompt], None], *, sleep: Callable[[float], None] = time.sleep
+) -> str | None:
+    """The OIDC step of a login: on success the session carries the identity's groups and subject and None
+    is returned; otherwise the one-line reason (the caller records the refusal with session.refuse)."""
+    try:
+        identity, outcome = authenticate(session.config, session.store, session.user.name, show, sleep=sleep)
+    except (OidcError, BindingError) as exc:
+        return str(exc)
+    session.groups = tuple(identity.groups)
+    session.oidc = {"issuer": identity.issuer, "subject": identity.subject, "binding": outcome}
+    return None

@@ -116,6 +116,38 @@ class _Findings:
 # ---------------------------------------------------------------- splitting
 
 
+def statement_spans(sql: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of each statement in sql, end exclusive, the separating `;` excluded.
+
+    Used by the editor to run "the statement under the cursor"; fragments with no code are left out.
+    """
+    try:
+        tokens = DIALECT.tokenize(sql)
+    except SqlglotError:
+        return [(0, len(sql))] if sql.strip() else []
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            spans.append((start, token.start))
+            start = token.end + 1
+    spans.append((start, len(sql)))
+    return [(a, b) for a, b in spans if _has_code(sql[a:b])]
+
+
+def statement_at(sql: str, offset: int) -> str:
+    """The statement containing offset (or the nearest one before it), stripped; "" when there is none."""
+    spans = statement_spans(sql)
+    chosen = None
+    for start, end in spans:
+        if start <= offset <= end or (chosen is None and offset < start):
+            chosen = (start, end)
+            break
+        if end <= offset:
+            chosen = (start, end)
+    return sql[chosen[0] : chosen[1]].strip() if chosen else ""
+
+
 def split_statements(sql: str) -> list[str]:
     """Split on top-level semicolons using sqlglot's tokenizer (strings, dollar quotes, comments respected).
 

@@ -1,0 +1,266 @@
+"""The bastion TUI: the login shell users land in after `ssh bastion`.
+
+A thin layer over the headless core: the Session knows who the user is and records everything; panes use
+SqlPipeline, the one enforcement point headless `exec` uses too. The app has no way out: no shell, no
+suspend, no screenshot to a file, a command palette limited to its own commands; quitting ends the SSH
+session. Idle sessions end; a dropped client (SIGHUP) ends the session cleanly and the end is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import events, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from bastion.identity.roles import approvable_targets, is_auditor, requestable_connections, usable_connections
+from bastion.session import Session
+from bastion.units import format_duration
+from tui.commands import BastionCommands
+from tui.screens.login import LoginScreen
+from tui.widgets.activity import ApprovalsView, AuditView
+from tui.widgets.connections import ConnectionRow, ConnectionsView
+from tui.widgets.header import SessionHeader
+from tui.widgets.sql_pane import SqlPane
+
+IDLE_CHECK_S = 15.0
+HEADER_REFRESH_S = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the TUI ended, for the session's end record: ended | idle | hangup | refused | abnormal."""
+
+    status: str
+    reason: str = ""
+
+
+class BastionApp(App[Outcome]):
+    CSS_PATH = "app.tcss"
+    TITLE = "bastion"
+    COMMANDS: ClassVar = {BastionCommands}
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f8", "close_pane", "Close pane", priority=True),
+        Binding("ctrl+o", "show_tab('connections')", "Connections"),
+        Binding("ctrl+z", "refuse_escape('ctrl+z')", show=False, priority=True),
+        Binding("ctrl+backslash", "refuse_escape('ctrl+\\\\')", show=False, priority=True),
+    ]
+
+    def __init__(self, session: Session, *, needs_oidc: bool = False, show_timings: bool = True) -> None:
+        super().__init__()
+        self.session = session
+        self.needs_oidc = needs_oidc
+        self.show_timings = show_timings
+        self.last_activity = time.monotonic()
+        self.idle_timeout_s = session.config.bastion.idle_timeout_s
+        self._pane_serial = 0
+        roles = session.roles()
+        self.is_approver = bool(approvable_targets(session.config, roles))
+        self.is_auditor = is_auditor(session.config, roles)
+
+    # -- layout
+
+    def compose(self) -> ComposeResult:
+        yield SessionHeader(id="session-header")
+        with TabbedContent(id="tabs", initial="connections"):
+            with TabPane("Connections", id="connections"):
+                yield ConnectionsView(self.connection_rows(), id="connections-view")
+            if self.is_approver:
+                with TabPane("Approvals", id="approvals"):
+                    yield ApprovalsView(self.session, id="approvals-view")
+            if self.is_auditor:
+                with TabPane("Audit", id="audit"):
+                    yield AuditView(self.session, id="audit-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_header()
+        self.set_interval(HEADER_REFRESH_S, self.refresh_header)
+        if self.idle_timeout_s > 0:
+            self.set_interval(min(IDLE_CHECK_S, self.idle_timeout_s), self.end_if_idle)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            # Not the main thread (tests): there is no terminal to hang up.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.hang_up, signal.Signals(signum).name)
+        if self.needs_oidc:
+            self.push_screen(LoginScreen(self.session), self.after_login)
+        else:
+            self.focus_filter()
+
+    def after_login(self, refused: str | None) -> None:
+        if refused is not None:
+            self.session.refuse(refused, {"oidc": "refused"})
+            self.exit(Outcome("refused", refused))
+            return
+        self.session.start()
+        self.refresh_header()
+        self.query_one(ConnectionsView).rows = self.connection_rows()
+        self.query_one(ConnectionsView).refill("")
+        self.focus_filter()
+
+    def focus_filter(self) -> None:
+        self.query_one("#connection-filter").focus()
+
+    # -- what the user may use
+
+    def connection_rows(self) -> list[ConnectionRow]:
+        config = self.session.config
+        roles = self.session.roles()
+        usable = usable_connections(config, roles)
+        requestable = requestable_connections(config, roles)
+        masked = bool(config.masking.columns)
+        rows = []
+        for name in sorted(set(usable) | requestable):
+            conn = config.connections[name]
+            policy = config.policies[conn.policy]
+            badges = [policy.preset]
+            if conn.type == "postgres" and masked:
+                badges.append("masked")
+            if conn.type == "ssh" and conn.exec_only:
+                badges.append("exec-only")
+            rows.append(
+                ConnectionRow(name, conn.type, name in usable, policy.name, tuple(badges), conn.description)
+            )
+        return rows
+
+    def usable_connection_names(self) -> list[str]:
+        return sorted(usable_connections(self.session.config, self.session.roles()))
+
+    def refresh_header(self) -> None:
+        header = self.query_one(SessionHeader)
+        roles = self.session.roles()
+        header.bastion = self.session.config.bastion.name
+        header.user = self.session.user.name
+        header.roles = roles.roles
+        elevations = [g for g in roles.grants if g.kind == "elevation"]
+        header.elevated = tuple(g.target for g in elevations)
+        header.elevated_until = min((g.expires_at for g in elevations), default=None)
+        header.now = time.time()
+
+    # -- opening and closing panes
+
+    def on_connections_view_open_requested(self, event: ConnectionsView.OpenRequested) -> None:
+        self.open_connection(event.name)
+
+    def open_connection(self, name: str) -> None:
+        config = self.session.config
+        conn = config.connections.get(name)
+        if conn is None:
+            self.notify(f"Unknown connection {name}", severity="error")
+            return
+        if name not in self.usable_connection_names():
+            self.notify(f"{name} needs an approved elevation request first.", severity="warning")
+            return
+        if conn.type != "postgres":
+            self.notify(f"{name}: SSH panes arrive in a later version of bastion.", severity="warning")
+            return
+        self._pane_serial += 1
+        pane_id = f"pane-{self._pane_serial}"
+        tabs = self.query_one("#tabs", TabbedContent)
+        pane = TabPane(name, SqlPane(self.session, name, show_timings=self.show_timings), id=pane_id)
+        tabs.add_pane(pane)
+        tabs.active = pane_id
+
+    def action_close_pane(self) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        active = tabs.active
+        if not active.startswith("pane-"):
+            return
+        pane = tabs.get_pane(active).query_one(SqlPane)
+        self.close_pane_worker(pane, active)
+
+    @work(thread=True, group="close")
+    def close_pane_worker(self, pane: SqlPane, pane_id: str) -> None:
+        pane.close_pipeline()
+        self.call_from_thread(self.query_one("#tabs", TabbedContent).remove_pane, pane_id)
+
+    def show_tab(self, tab: str) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        try:
+            tabs.active = tab
+        except ValueError:
+            self.notify(f"No {tab} tab for your roles.", severity="warning")
+
+    def action_show_tab(self, tab: str) -> None:
+        self.show_tab(tab)
+
+    # -- ending
+
+    async def action_quit(self) -> None:
+        await self.close_all_panes()
+        self.exit(Outcome("ended"))
+
+    async def close_all_panes(self) -> None:
+        panes = list(self.query(SqlPane))
+        if panes:
+            await asyncio.gather(*(asyncio.to_thread(pane.close_pipeline) for pane in panes))
+
+    def hang_up(self, signame: str) -> None:
+        """The SSH client is gone: close targets and end, recorded as abnormal."""
+        for pane in self.query(SqlPane):
+            if pane.pipeline is not None:
+                pane.pipeline.cancel()
+        self.exit(Outcome("hangup", f"{signame} received: the SSH connection ended"))
+
+    def end_if_idle(self) -> None:
+        idle = time.monotonic() - self.last_activity
+        if idle >= self.idle_timeout_s:
+            self.exit(Outcome("idle", f"session ended after {format_duration(idle)} without input"))
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown | events.Paste):
+            self.last_activity = time.monotonic()
+        await super().on_event(event)
+
+    # -- no way out
+
+    def action_refuse_escape(self, key: str) -> None:
+        self.notify(f"{key} does nothing here: bastion has no shell to return to. Ctrl+Q ends the session.")
+
+    def action_suspend_process(self) -> None:
+        self.action_refuse_escape("suspend")
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        self.notify("Screenshots to files are disabled on the bastion.", severity="warning")
+
+    def save_screenshot(self, *args: Any, **kwargs: Any) -> str:
+        raise PermissionError("screenshots to files are disabled on the bastion")
+
+    def deliver_screenshot(self, *args: Any, **kwargs: Any) -> None:
+        self.notify("Screenshots to files are disabled on the bastion.", severity="warning")
+
+    def deliver_text(self, *args: Any, **kwargs: Any) -> None:
+        self.notify("Saving files is disabled on the bastion.", severity="warning")
+
+    def open_url(self, *args: Any, **kwargs: Any) -> None:
+        self.notify("Opening links is disabled on the bastion.", severity="warning")
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield SystemCommand("Quit", "End this bastion session", self.action_quit)
+
+
+def run_tui(session: Session) -> Outcome:
+    """Run the app on the login's terminal; what the core's login calls for interactive sessions."""
+    app = BastionApp(session, needs_oidc=session.config.oidc is not None and not session.started_at)
+    outcome = app.run()
+    if outcome is None:
+        return Outcome("abnormal", "the TUI stopped without an outcome")
+    return outcome
+
+
+def header_text(app: BastionApp) -> Text:
+    """The header as text (tests and benchmarks read it)."""
+    return app.query_one(SessionHeader).render()

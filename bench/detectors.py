@@ -18,6 +18,7 @@ Run: .venv/bin/python bench/detectors.py [CELLS]   (default 200000)
 from __future__ import annotations
 
 import datetime as dt
+import random
 import sys
 import time
 import uuid
@@ -72,6 +73,7 @@ def fill(samples: list[Any], n: int) -> list[Any]:
 def table(rows: int) -> list[tuple[Any, ...]]:
     """id, email, status, created, amount, note, attrs (jsonb), order_no."""
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    rng = random.Random(0)
     out = []
     for i in range(rows):
         note = "card 4111 1111 1111 1111 on file" if i % 50 == 0 else f"call back on day {i % 28}"
@@ -83,7 +85,11 @@ def table(rows: int) -> list[tuple[Any, ...]]:
                 start + dt.timedelta(seconds=i),
                 Decimal(i) / 100,
                 note,
-                {"tier": "gold", "visits": i % 100, "ref": str(uuid.UUID(int=i))},
+                {
+                    "tier": "gold",
+                    "visits": i % 100,
+                    "ref": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                },
                 f"ORD-2024-{i:06d}",
             )
         )

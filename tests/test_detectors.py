@@ -238,6 +238,12 @@ def test_iban_compact_and_lower_case(iban: str) -> None:
     assert kinds_of(f"IBAN: {compact.lower()}.") == ["iban"]
 
 
+def test_iban_spaced_lower_case_and_after_a_decoy() -> None:
+    assert kinds_of("nl91 abna 0417 1643 00") == ["iban"]
+    assert redact("Pay DE12 to DE89 3704 0044 0532 0130 00 now")[0] == "Pay DE12 to [iban] now"
+    assert redact("to DE12 or DE89370400440532013000")[0] == "to DE12 or [iban]"
+
+
 def test_iban_followed_by_more_groups_ends_at_its_length() -> None:
     text = "BE68 5390 0754 7034 SEPA 2024"
     assert detect(text) == [Detection("iban", 0, 19)]
@@ -290,7 +296,7 @@ def test_email_edges() -> None:
     assert redact("mailto:bob@example.com.")[0] == "mailto:[email]."
     assert redact("...john@example.com")[0] == "...[email]"
     assert redact("git@github.com:org/repo.git")[0] == "[email]:org/repo.git"
-    assert redact("a@b.com@c.org")[0] == "[email]"  # overlapping findings are masked as their union
+    assert redact("a@b.com@c.org")[0] == "[email]@c.org"
     local = "x" * 100
     masked = redact(f"{local}@example.com")[0]  # a local part longer than 64 is still caught (its tail)
     assert masked.endswith("[email]") and "@" not in masked
@@ -511,7 +517,8 @@ def test_scan_value_with_the_masking_layers_replacement() -> None:
 
 def test_column_may_match() -> None:
     assert not column_may_match(["shipped", "Name 123", None, "12:34", "v1.2.3"])
-    assert column_may_match(["2024-05-01"])  # seven digits: the cells are scanned (and found clean)
+    assert not column_may_match(["2024-05-01", "12:34:56", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"])
+    assert column_may_match(["2024-05-01 12:34:56"])  # ten digits close together: scanned, found clean
     assert column_may_match(["shipped", "alice@example.com"])
     assert column_may_match(["x", "4111 1111 1111 1111"])
     assert not column_may_match([1, 2, None, True, 1234567890123, dt.date(2024, 1, 1)])
@@ -520,8 +527,9 @@ def test_column_may_match() -> None:
     assert column_may_match([b"x"])
     assert not column_may_match(iter(["a", "b"]))
     assert not column_may_match([])
-    # seven digits split over two cells are not seven digits in one cell
-    assert not column_may_match(["1234", "567"])
+    # nine digits split over two cells are not a region of nine digits in one cell
+    assert not column_may_match(["12345", "6789"])
+    assert column_may_match(["x", "+1 234 5678"])  # an E.164 number needs only eight digits
 
 
 CHARS = "0123456789" * 3 + " -.()+@:,/_abcxyzDEGBNLSsn\n"

@@ -4,8 +4,8 @@ Every text, JSON and array cell of a result and every server error message passe
 found is replaced. Recall matters, but so does precision: false positives on order numbers, prices, dates,
 UUIDs, IPs or ids make engineers route around the bastion. So every kind needs structure, not just digits:
 
-- ``email``: ``local@domain.tld`` found from each ``@`` outwards (bounded, so no quadratic regex scan);
-  the TLD is letters only, and common file extensions (``icon@2x.png``) are not TLDs.
+- ``email``: ``local@domain.tld`` found from each ``@`` (up to 64 local-part characters back, so no
+  quadratic scan); the TLD is letters only, and common file extensions (``icon@2x.png``) are not TLDs.
 - ``card``: 13-19 digits, bare or in groups of 3-8 joined by one consistent single space or dash, Luhn-valid,
   with a known IIN and a length that brand issues: Visa 4 (13/16/19), Mastercard 51-55 and 2221-2720 (16),
   Amex 34/37 (15), Discover 6011/644-649/65, JCB 3528-3589, Diners 300-305/36/38 (14-19), UnionPay 62,
@@ -32,8 +32,11 @@ Overlapping findings are merged (their union is replaced) so no fragment of eith
 masked text is scanned again until nothing new appears (``x@y.ccX123-45-6789`` shows an SSN once the email
 is gone), which makes ``redact`` idempotent. Only ASCII digits count; full-width digits are not recognised.
 
-Speed: every cell goes through ``scan_value``, so a cell without an ``@`` and with fewer than seven digits
-returns after one anchored regex; the digit kinds run only when a cheap shape hint matches.
+Speed: every cell goes through ``scan_value``. A cell with no ``@``, no ``+`` and no region of nine digits
+close together returns after one regex search that skips to digits in C; the exact patterns run only on
+those regions, and the most common shapes (a bare run, one separator throughout, ``(NXX) NXX-XXXX``) are
+settled in plain Python with no further regex. ``column_may_match`` proves a whole text column clean with
+one search. The IBAN check assumes a run of 9 digits in the BBAN, true of every country's real IBANs.
 """
 
 from __future__ import annotations
@@ -80,21 +83,22 @@ _Span = tuple[int, int, str]
 
 # ---------------------------------------------------------------- prefilter
 
-# Every kind except email needs at least 7 ASCII digits (phones 8, SSNs 9, cards 13; an IBAN's check digits
-# plus the numeric part of its BBAN, at least 5 more in every real one) with no NUL between them: no finding
-# spans a NUL. So a cell with no '@' and fewer digits is clean, and a column of text cells joined with NUL
-# needs one search (_GATE_JOINED) to be proven clean. Unrolled: a repeated group is several times slower.
-_GATE = re.compile(r"[^0-9]*+[0-9]" * 7)
+# Bytes: every kind except email needs at least 7 ASCII digits (UTF-8 keeps ASCII bytes as they are), so
+# bytes with fewer and no '@' are clean without decoding. Unrolled: a repeated group is slower.
 _GATE_BYTES = re.compile(rb"[^0-9]*+[0-9]" * 7)
-_GATE_JOINED = re.compile(r"[0-9]" + r"[^0-9\x00]*+[0-9]" * 6)
 _CARD_MIN = 10**12  # below this an integer has at most 12 digits: no card
 _CARD_MAX = 10**19
 
 # ---------------------------------------------------------------- email
 
-# Searched from at most 64 characters before an '@': the leftmost start is where the local part begins.
-# Possessive repeats only on single character classes (Python 3.11.2 mishandles them on groups).
-_EMAIL = re.compile(r"[\w.%+-]{1,64}+@[^\W_][\w-]*(?:\.[\w-]+)*\.([^\W\d_]{2,63}+)")
+# An email is up to 64 local-part characters, '@', a dotted domain with a letters-only TLD. Searched from at
+# most 64 characters before an '@', the leftmost match starts where the local part does; when the '@' is
+# further into the text, the local part is found backwards instead (a forward search would try every
+# position of those 64). Possessive repeats only on single classes: Python 3.11.2 mishandles them on groups.
+_DOMAIN_PATTERN = r"[^\W_][\w-]*(?:\.[\w-]+)*\.([^\W\d_]{2,63}+)"
+_EMAIL = re.compile(r"[\w.%+-]{1,64}+@" + _DOMAIN_PATTERN)
+_DOMAIN = re.compile(_DOMAIN_PATTERN)
+_LOCAL_REVERSED = re.compile(r"[\w.%+-]{0,64}")
 _NOT_TLDS = frozenset(
     ("png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "pdf", "css", "js", "mjs",
      "cjs", "json", "html", "htm", "txt", "csv", "tsv", "log", "xml", "yaml", "yml", "toml", "ini", "cfg",
@@ -103,25 +107,36 @@ _NOT_TLDS = frozenset(
 
 
 def _find_emails(text: str, out: list[_Span]) -> None:
-    """Each '@' with up to 64 local-part characters before it and a dotted domain after it."""
+    """From each '@' (str.find, in C): the local part before it, the domain after it."""
     find = text.find
-    search = _EMAIL.search
     pos = 0
     at = find("@")
     while at != -1:
-        m = search(text, max(pos, at - 64))
-        if m is None:
-            return
-        start = m.start()
-        at = find("@", start)  # the match's own '@' (the local part has none)
-        if m.group(1).lower() in _NOT_TLDS:  # 'icon@2x.png'
+        low = max(pos, at - 64)
+        if at - low <= 24:
+            m = _EMAIL.search(text, low)
+            if m is None:
+                return
+            start = m.start()
+            at = find("@", start)  # the match's own '@', maybe a later one (the local part has none)
+            domain_end = m.end()
+            tld = m.group(1)
+        else:
+            domain = _DOMAIN.match(text, at + 1)
+            if domain is None:
+                at = find("@", at + 1)
+                continue
+            start = at - _LOCAL_REVERSED.match(text[low:at][::-1]).end()  # type: ignore[union-attr]
+            domain_end = domain.end()
+            tld = domain.group(1)
+        if tld.lower() in _NOT_TLDS:  # 'icon@2x.png'
             pos = at + 1
         else:
-            while text[start] in ".+-%":
+            while start < at and text[start] in ".+-%":
                 start += 1
             if start < at:
-                out.append((start, m.end(), EMAIL))
-            pos = m.end()
+                out.append((start, domain_end, EMAIL))
+            pos = domain_end
         at = find("@", pos)
 
 
@@ -132,6 +147,21 @@ def _find_emails(text: str, out: list[_Span]) -> None:
 # their lookaheads still see the real next character (lookbehinds see before pos anyway). Clean text with
 # dates, times, UUIDs or prices mostly has none. Starts at a digit and unrolled: both matter for speed.
 _REGION = re.compile(r"[0-9]" + r"[ ().\-]{0,3}+[0-9]" * 8 + r"[0-9 ().\-]*+")
+# An E.164 number has >= 8 digits with at most two separator characters between them.
+_E164_HINT = re.compile(r"\+[1-9](?:[ ().\-]{0,2}[0-9]){7}")
+
+
+def _may_match(text: str) -> bool:
+    """The prefilter: no '@', no '+' and no region means nothing to find. A region search is cheaper than a
+    digit count on ordinary text, since it skips to digits in C. Cells joined with NUL (which no region
+    spans) get the same answer in one search."""
+    return (
+        "@" in text
+        or _REGION.search(text) is not None
+        or ("+" in text and _E164_HINT.search(text) is not None)
+    )
+
+
 # One pass over a region for cards, SSNs and NANP phones. A card candidate is the whole run of digit groups
 # joined by single spaces/dashes (not glued to letters, '+' or a decimal point, and starting where the run
 # starts), matched inside a lookahead so it consumes nothing: SSNs and phones inside the run are still seen.
@@ -469,15 +499,20 @@ def _find_iban(text: str, pos: int, out: list[_Span]) -> int:
     before = text[pos - 1]
     if before.isalpha():
         head = _IBAN_HEAD.search(text, max(0, pos - 20), pos)
-        if head is None:
-            return -1
-        start = head.start()
-    elif before == " " and pos >= 10 and text[pos - 6] == " " and text[pos - 5 : pos - 1].isalnum():
-        start = pos - 10
-        if not (text[start : start + 2].isalpha() and text[start + 2 : start + 4].isdigit()):
-            return -1
-    else:
+        while head is not None:  # 'to DE12 or DE89 3704 ...': the leftmost head may not be the one
+            end = _iban_at(text, head.start(), out)
+            if end >= 0:
+                return end
+            head = _IBAN_HEAD.search(text, head.start() + 1, pos)
         return -1
+    if before == " " and pos >= 10 and text[pos - 6] == " " and text[pos - 5 : pos - 1].isalnum():
+        start = pos - 10
+        if text[start : start + 2].isalpha() and text[start + 2 : start + 4].isdigit():
+            return _iban_at(text, start, out)
+    return -1
+
+
+def _iban_at(text: str, start: int, out: list[_Span]) -> int:
     m = _IBAN.match(text, start)
     if m is None:
         return -1
@@ -519,14 +554,16 @@ def _iban_end(text: str, start: int, end: int) -> int:
 # ---------------------------------------------------------------- detection
 
 
-def _scan_once(text: str) -> list[_Span]:
+def _scan_once(text: str, region: re.Match[str] | None = None, searched: bool = False) -> list[_Span]:
+    """Every finding, overlaps included; region is the first region when the caller has searched already."""
     found: list[_Span] = []
     if "@" in text:
         _find_emails(text, found)
     if "+" in text:
         _find_e164s(text, found)
     search = _REGION.search
-    region = search(text)
+    if not searched:
+        region = search(text)
     iban_end = -1
     length = len(text)
     while region is not None:
@@ -558,10 +595,12 @@ def _merge(spans: list[_Span]) -> list[_Span]:
 _MAX_ROUNDS = 8
 
 
-def _detect(text: str, ssn_field: bool = False) -> tuple[list[_Span], str]:
+def _detect(
+    text: str, ssn_field: bool = False, region: re.Match[str] | None = None, searched: bool = False
+) -> tuple[list[_Span], str]:
     """All findings in text and the default-redacted text; found again on the masked text until nothing
     new shows (see module doc)."""
-    found = _scan_once(text)
+    found = _scan_once(text, region, searched)
     if ssn_field and (whole := _SSN_WHOLE.match(text)) is not None and _ssn_digits_ok(whole.group(1)):
         found.append((whole.start(1), whole.end(1), SSN))
     if not found:
@@ -570,7 +609,7 @@ def _detect(text: str, ssn_field: bool = False) -> tuple[list[_Span], str]:
         found = _merge(found)
     for _ in range(_MAX_ROUNDS):
         masked = _mask(text, found)
-        if "@" not in masked and _GATE.match(masked) is None:
+        if not _may_match(masked):
             return found, masked
         more = _scan_once(masked)
         if not more:
@@ -632,14 +671,14 @@ def _apply(text: str, spans: list[_Span], replace: Replace | None, kinds: list[s
 
 def detect(text: str) -> list[Detection]:
     """Findings in text, sorted by start and non-overlapping."""
-    if "@" not in text and _GATE.match(text) is None:
+    if not _may_match(text):
         return []
     return [Detection(kind, start, end) for start, end, kind in _detect(text)[0]]
 
 
 def redact(text: str, replace: Replace | None = None) -> tuple[str, list[Detection]]:
     """Text with every finding replaced (default ``[kind]``), and the findings in the ORIGINAL text."""
-    if "@" not in text and _GATE.match(text) is None:
+    if not _may_match(text):
         return text, []
     spans, masked = _detect(text)
     if not spans:
@@ -681,14 +720,20 @@ def _category(cls: type) -> int:
 
 
 def _scan_text(text: str, replace: Replace | None, kinds: list[str], ssn_field: bool) -> str:
-    if "@" not in text and _GATE.match(text) is None:
-        return text
-    return _redacted(text, replace, kinds, ssn_field)
-
-
-def _redacted(text: str, replace: Replace | None, kinds: list[str], ssn_field: bool) -> str:
     """text redacted (the same object when nothing is found); each finding's kind appended to kinds."""
-    spans, masked = _detect(text, ssn_field)
+    if "@" in text or "+" in text:
+        spans, masked = _detect(text, ssn_field)
+    else:
+        region = _REGION.search(text)  # the prefilter, and the first region for the scan
+        if region is None:
+            return text
+        spans, masked = _detect(text, ssn_field, region, True)
+    if not spans:
+        return text
+    return _replaced(text, spans, masked, replace, kinds)
+
+
+def _replaced(text: str, spans: list[_Span], masked: str, replace: Replace | None, kinds: list[str]) -> str:
     if not spans:
         return text
     if replace is not None:
@@ -706,7 +751,7 @@ def _scan_bytes(
     if b"@" not in data and _GATE_BYTES.match(data) is None:  # UTF-8 keeps ASCII bytes as they are
         return value
     text = data.decode("utf-8", "replace")
-    redacted = _redacted(text, replace, kinds, ssn_field)
+    redacted = _scan_text(text, replace, kinds, ssn_field)
     return value if redacted is text else redacted
 
 
@@ -788,10 +833,9 @@ def _walk(value: Any, replace: Replace | None, kinds: list[str], ssn_field: bool
             new_key = key
             field = ssn_field
             if isinstance(key, str):
-                if "@" in key or _GATE.match(key) is not None:
-                    new_key = _redacted(key, replace, kinds, False)  # a JSON key can be an email
-                    if new_key is not key:
-                        changed = True
+                new_key = _scan_text(key, replace, kinds, False)  # a JSON key can be an email
+                if new_key is not key:
+                    changed = True
                 if not field:
                     field = _names_ssn(key)
             new_item = _walk_item(item, replace, kinds, field, depth)
@@ -810,9 +854,7 @@ def _walk(value: Any, replace: Replace | None, kinds: list[str], ssn_field: bool
 def _walk_item(value: Any, replace: Replace | None, kinds: list[str], ssn_field: bool, depth: int) -> object:
     cls = type(value)
     if cls is str:
-        if "@" not in value and _GATE.match(value) is None:
-            return value
-        return _redacted(value, replace, kinds, ssn_field)
+        return _scan_text(value, replace, kinds, ssn_field)
     if value is None or (cls is int and value < _CARD_MIN and not ssn_field):
         return value
     category = _category(cls)
@@ -918,10 +960,17 @@ def scan_value(
     """
     cls = type(value)
     if cls is str and context is None:
-        if "@" not in value and _GATE.match(value) is None:  # type: ignore[operator,arg-type]
+        if "@" not in value and "+" not in value:  # type: ignore[operator]
+            region = _REGION.search(value)  # type: ignore[arg-type]
+            if region is None:
+                return value, []
+            spans, masked = _detect(value, False, region, True)  # type: ignore[arg-type]
+        else:
+            spans, masked = _detect(value)  # type: ignore[arg-type]
+        if not spans:
             return value, []
         kinds: list[str] = []
-        return _redacted(value, replace, kinds, False), kinds  # type: ignore[arg-type]
+        return _replaced(value, spans, masked, replace, kinds), kinds  # type: ignore[arg-type]
     if cls is int and value < _CARD_MIN and context is None:  # type: ignore[operator]
         return value, []
     kinds = []
@@ -935,7 +984,7 @@ def scan_value(
 def column_may_match(values: Iterable[object]) -> bool:
     """Could scan_value change any of these cells? False is exact; a column of text costs one search.
 
-    Text cells are joined with NUL (which no finding spans) and searched once for an '@' or seven digits.
+    Text cells are joined with NUL (which no finding spans) and go through the same prefilter at once.
     """
     if not isinstance(values, list | tuple):
         values = list(values)
@@ -959,4 +1008,4 @@ def column_may_match(values: Iterable[object]) -> bool:
                 elif category != _INERT:
                     return True  # bytes, JSON, arrays: scan_value looks inside
         joined = "\x00".join(texts)
-    return "@" in joined or _GATE_JOINED.search(joined) is not None
+    return _may_match(joined)

@@ -13,13 +13,12 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlglot import exp
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from bastion.config import Connection, MaskRule
 from bastion.identity.roles import Access, access
-from bastion.policy import lineage as lineage_mod
+from bastion.policy.classes import Classification, SqlClass
 from bastion.policy.masking import (
     BatchEvidence,
     ColumnDecision,
@@ -30,11 +29,28 @@ from bastion.policy.masking import (
     redact_error,
     split_table,
 )
-from bastion.policy.sql import Classification, SqlClass, classify, split_statements, structure_key
 from bastion.policy.verdict import Decision, Verdict, decide, may_write
 from bastion.session import Session
 from bastion.targets.catalog import Catalog, TableInfo, load_catalog
 from bastion.targets.postgres import PostgresTarget, ResultColumn, StatementRun, TargetError
+
+if TYPE_CHECKING:
+    from bastion.policy import lineage as lineage_mod
+
+
+def _parser() -> ModuleType:
+    """The SQL parser and classifier (sqlglot), loaded at the first statement, not at login: a session
+    that never runs SQL never pays its memory."""
+    from bastion.policy import sql
+
+    return sql
+
+
+def _lineage() -> ModuleType:
+    from bastion.policy import lineage
+
+    return lineage
+
 
 CATALOG_TTL_S = 10.0
 _QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
@@ -201,7 +217,8 @@ class SqlPipeline:
 
     def check(self, sql: str) -> list[Decision]:
         policy = self._access().policy
-        return [decide(policy, classify(text)) for text in split_statements(sql)]
+        parser = _parser()
+        return [decide(policy, parser.classify(text)) for text in parser.split_statements(sql)]
 
     # -- running
 
@@ -212,7 +229,7 @@ class SqlPipeline:
         if self._running is not None:
             self._running.close()
             self._running = None
-        for index, text in enumerate(split_statements(sql)):
+        for index, text in enumerate(_parser().split_statements(sql)):
             result = self._run_one(index, text, first_rows)
             yield result
             if result.status != "ok":
@@ -224,10 +241,10 @@ class SqlPipeline:
             policy = allowed.policy
             assert policy is not None
         except PipelineError as exc:
-            decision = Decision(Verdict.BLOCK, (str(exc),), (), classify(text), "none")
+            decision = Decision(Verdict.BLOCK, (str(exc),), (), _parser().classify(text), "none")
             seq = self._verdict_event(index, decision)
             return StatementResult(index, text, decision, "blocked", seq, error=str(exc))
-        classification = classify(text)
+        classification = _parser().classify(text)
         decision = decide(policy, classification)
         verdict_seq = self._verdict_event(index, decision)
         if decision.verdict is not Verdict.ALLOW:
@@ -352,11 +369,11 @@ class SqlPipeline:
 
     def _lineage(self, classification: Classification, catalog: Catalog) -> list[lineage_mod.OutputColumn]:
         """Lineage, cached by the statement's shape: literals never change where a value comes from."""
-        key = (structure_key(classification.text), catalog.token)
+        key = (_parser().structure_key(classification.text), catalog.token)
         cached = self._lineage_cache.get(key)
         if cached is None:
             assert classification.tree is not None
-            cached = lineage_mod.result_lineage(classification.tree, catalog, sql=classification.text)
+            cached = _lineage().result_lineage(classification.tree, catalog, sql=classification.text)
             if len(self._lineage_cache) >= 1024:
                 self._lineage_cache.pop(next(iter(self._lineage_cache)))
             self._lineage_cache[key] = cached
@@ -372,6 +389,8 @@ class SqlPipeline:
         tree = classification.tree
         if tree is None:
             return True
+        from sqlglot import exp
+
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         for table in tree.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier):
@@ -398,8 +417,10 @@ class SqlPipeline:
         sensitive = any(matching_rules(rules, t.schema, t.name, c) for t in names for c in info.column_names)
         if not sensitive and info.is_view:
             try:
+                from sqlglot import exp
+
                 query = exp.select("*").from_(exp.table_(info.name, db=info.schema, quoted=True))
-                outputs = lineage_mod.result_lineage(query, catalog)
+                outputs = _lineage().result_lineage(query, catalog)
                 for out in outputs:
                     if out.sources is None:
                         sensitive = True

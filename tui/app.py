@@ -27,7 +27,6 @@ from bastion.identity.roles import approvable_targets, is_auditor, requestable_c
 from bastion.session import Session
 from bastion.units import format_duration
 from tui.commands import BastionCommands
-from tui.screens.login import LoginScreen
 from tui.widgets.activity import ApprovalsView, AuditView
 from tui.widgets.connections import ConnectionRow, ConnectionsView
 from tui.widgets.header import SessionHeader
@@ -96,6 +95,8 @@ class BastionApp(App[Outcome]):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.hang_up, signal.Signals(signum).name)
         if self.needs_oidc:
+            from tui.screens.login import LoginScreen  # OIDC libraries load only when OIDC is on
+
             self.push_screen(LoginScreen(self.session), self.after_login)
         else:
             self.focus_filter()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -23,55 +21,14 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import Token, TokenType
 
 from bastion.policy import functions
+from bastion.policy.classes import SEVERITY, Classification, SqlClass
 
 # sqlglot logs a warning for every Command fallback; we report those ourselves.
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 DIALECT = sqlglot.Dialect.get_or_raise("postgres")
 
-
-class SqlClass(StrEnum):
-    READ = "read"
-    WRITE = "write"
-    DDL = "ddl"
-    DCL = "dcl"
-    SESSION = "session"
-    DANGEROUS = "dangerous"
-    UNKNOWN = "unknown"
-
-
-# Strictest last: the class that names a statement is the most severe one found in it.
-SEVERITY = {
-    SqlClass.READ: 0,
-    SqlClass.WRITE: 1,
-    SqlClass.DDL: 2,
-    SqlClass.DCL: 3,
-    SqlClass.SESSION: 4,
-    SqlClass.DANGEROUS: 5,
-    SqlClass.UNKNOWN: 6,
-}
-
-
-@dataclass(frozen=True)
-class Classification:
-    """What one statement is. `tree` is sqlglot's parse (None when it could not parse)."""
-
-    text: str
-    sql_class: SqlClass
-    classes: frozenset[SqlClass]
-    reasons: tuple[str, ...]
-    warnings: tuple[str, ...]
-    kind: str
-    tables_read: frozenset[str]
-    tables_written: frozenset[str]
-    opaque_functions: frozenset[str]  # calls that are not known built-ins: output cannot be traced
-    tree: exp.Expression | None
-
-    @property
-    def returns_rows(self) -> bool:
-        if self.kind in {"SELECT", "VALUES", "SHOW", "EXPLAIN"}:
-            return True
-        return self.tree is not None and bool(self.tree.args.get("returning"))
+__all__ = ["SEVERITY", "Classification", "SqlClass", "classify", "split_statements", "statement_at"]
 
 
 class _Findings:

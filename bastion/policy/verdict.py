@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bastion.config import Policy
-from bastion.policy.sql import Classification, SqlClass
+from bastion.policy.classes import Classification, SqlClass
 
 
 class Verdict(StrEnum):

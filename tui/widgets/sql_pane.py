@@ -21,7 +21,6 @@ from textual.worker import get_current_worker
 
 from bastion.config import MaskRule
 from bastion.policy.masking import matching_rules
-from bastion.policy.sql import statement_at
 from bastion.session import Session
 from bastion.sql_pipeline import FIRST_ROWS, PipelineError, SqlPipeline, StatementResult
 from tui.safe import cell, clean, text
@@ -194,6 +193,8 @@ class SqlPane(Vertical):
         editor = self.query_one("#editor", TextArea)
         if editor.selected_text.strip():
             return editor.selected_text.strip()
+        from bastion.policy.sql import statement_at  # the parser loads with the first statement
+
         row, column = editor.cursor_location
         lines = editor.text.split("\n")
         offset = sum(len(line) + 1 for line in lines[:row]) + column

@@ -7,7 +7,7 @@ never waits on the network. Cancel asks the server to stop the running statement
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -22,9 +22,12 @@ from textual.worker import get_current_worker
 from bastion.config import MaskRule
 from bastion.policy.masking import matching_rules
 from bastion.session import Session
-from bastion.sql_pipeline import FIRST_ROWS, PipelineError, SqlPipeline, StatementResult
 from tui.safe import cell, clean, text
 
+if TYPE_CHECKING:  # the pipeline (psycopg) loads when the first pane opens, not with the landing screen
+    from bastion.sql_pipeline import SqlPipeline, StatementResult
+
+FIRST_ROWS = 1000
 MORE_ROWS = 1000
 
 
@@ -127,6 +130,8 @@ class SqlPane(Vertical):
 
     @work(thread=True, exclusive=True, group="db")
     def open_pipeline(self) -> None:
+        from bastion.sql_pipeline import PipelineError, SqlPipeline
+
         pipeline = SqlPipeline(self.session, self.connection)
         try:
             pipeline.open()
@@ -218,6 +223,8 @@ class SqlPane(Vertical):
 
     @work(thread=True, exclusive=True, group="db")
     def run_statements(self, sql: str) -> None:
+        from bastion.sql_pipeline import PipelineError
+
         pipeline = self.pipeline
         assert pipeline is not None
         worker = get_current_worker()

@@ -93,9 +93,7 @@ def login(config: Config, key_fingerprint: str) -> int:
         _err(f"user {user.name} is disabled on {config.bastion.name}")
         return 1
     command = os.environ.get("SSH_ORIGINAL_COMMAND")
-    if command is None and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _err("bastion needs a terminal: use ssh -t")
-        return 1
+    no_terminal = command is None and not (sys.stdin.isatty() and sys.stdout.isatty())
     words = None
     usage_error = None
     if command is not None:
@@ -114,6 +112,13 @@ def login(config: Config, key_fingerprint: str) -> int:
         config, store, audit, user, key_fingerprint, "headless" if command is not None else "tui",
         client=client_address(),
     )  # fmt: skip
+    if no_terminal:  # audited like every other refused login
+        try:
+            session.refuse("no terminal: interactive login without a PTY", {"kind": "tui"})
+        finally:
+            store.close()
+        _err("bastion needs a terminal: use ssh -t")
+        return 1
     if command is None:
         return _interactive(session, store)
     for signum in (signal.SIGHUP, signal.SIGTERM):

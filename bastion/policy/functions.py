@@ -102,6 +102,15 @@ SAFE_BUILTINS = frozenset(
         "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "range_agg",
         "range_intersect_agg", "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile",
         "lag", "lead", "first_value", "last_value", "nth_value", "any_value",
+        # range and multirange constructors, type helpers
+        "int4range", "int8range", "numrange", "tsrange", "tstzrange", "daterange", "int4multirange",
+        "int8multirange", "nummultirange", "tsmultirange", "tstzmultirange", "datemultirange",
+        "multirange", "unnest_multirange", "to_regtypemod", "pg_input_is_valid", "pg_input_error_info",
+        "array_agg", "json_scalar", "json_serialize", "jsonb_path_exists_tz", "jsonb_path_query_tz",
+        "jsonb_path_match_tz", "date_add", "date_subtract", "extract", "uuid_extract_timestamp",
+        "uuid_extract_version", "md5", "sha1",
+        # ROW(...) is a row constructor, not a call (sqlglot reads it as one); its record is traced by lineage
+        "row",
         # series, uuids, network, ranges, text search (not ts_stat / ts_rewrite)
         "generate_series", "gen_random_uuid", "uuid_generate_v4", "host", "hostmask", "masklen", "netmask",
         "network", "set_masklen", "broadcast", "family", "inet_merge", "inet_same_family", "abbrev",

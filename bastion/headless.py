@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "whoami": "who you are on this bastion: user, roles, key",
     "connections": "the connections you may use, and those you may request",
     "exec": "run SQL through policy and masking: exec [--json] [--max-rows N] CONNECTION -- STATEMENT",
+    "request": "ask approval: request CONN --reason T -- STATEMENT | request --elevate X --for 1h --reason T",
+    "approvals": "approvers: approvals [list | approve ID | deny ID] [--reason TEXT] [--json]",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NEEDS_APPROVAL = 0, 1, 2, 3
@@ -73,7 +75,7 @@ exit codes:
   3  a statement needs approval (requests arrive with the approvals feature)
 """
 
-_RAW_TAIL = {"exec"}  # commands whose words after `--` are taken verbatim from the command line
+_RAW_TAIL = {"exec", "request"}  # commands whose words after `--` are taken verbatim from the command line
 
 
 class UsageError(Exception):
@@ -287,7 +289,7 @@ def _exec(session: Session, args: list[str], out: TextIO, err: TextIO) -> int:
         err.write(f"bastion: {name}: {reason}\n")
         return EXIT_FAILED
 
-    render: _Renderer = _JsonRenderer(out) if opts.json else _TextRenderer(out)
+    render: _Renderer = _JsonRenderer(out) if opts.json else _TextRenderer(out, name)
     max_rows: int | None = opts.max_rows
     first = BATCH_ROWS if max_rows is None else min(BATCH_ROWS, max_rows + 1)
     code, count = EXIT_OK, 0
@@ -479,8 +481,9 @@ class _TextRenderer(_Renderer):
     """A compact table per statement, then one status line starting with `--` (SQL's comment marker).
     Column widths come from the rows seen so far, so a streamed result is never held to measure it."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, connection: str = "CONNECTION") -> None:
         self.out = out
+        self.connection = connection
         self.widths: list[int] = []
         self.header_done = False
 
@@ -520,10 +523,8 @@ class _TextRenderer(_Renderer):
             self.out.write(f"-- [{result.index + 1}] blocked: {reasons}\n{warnings}")
         elif result.status == "needs_approval":
             self.out.write(f"-- [{result.index + 1}] needs approval: {reasons}\n{warnings}")
-            # approvals: request
-            self.out.write(
-                "-- approval requests arrive with the approvals feature; the statement was not run\n"
-            )
+            hint = f"request {self.connection} --reason TEXT -- <the statement>"
+            self.out.write(f"-- not run: ask for approval with  {hint}\n")
         else:
             self.out.write(self._status_line(result, rows, truncated))
         self.out.flush()
@@ -554,8 +555,22 @@ def _short_reason(style: str | None, reasons: list[str]) -> str:
     return f"{style or 'full'}, {_clean_line(first, 48)}"
 
 
+def _request(session: Session, args: list[str], out: TextIO, err: TextIO) -> int:
+    from bastion.headless_approvals import run_request
+
+    return run_request(session, args, out, err)
+
+
+def _approvals(session: Session, args: list[str], out: TextIO, err: TextIO) -> int:
+    from bastion.headless_approvals import run_approvals
+
+    return run_approvals(session, args, out, err)
+
+
 _HANDLERS: dict[str, Callable[[Session, list[str], TextIO, TextIO], int]] = {
     "whoami": _whoami,
     "connections": _connections,
     "exec": _exec,
+    "request": _request,
+    "approvals": _approvals,
 }

@@ -12,7 +12,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from bastion.targets.catalog import Catalog, TableInfo, load_catalog
 from bastion.targets.postgres import PostgresTarget, ResultColumn, StatementRun, TargetError
 
 if TYPE_CHECKING:
+    from bastion.approvals import Approvals
     from bastion.policy import lineage as lineage_mod
 
 
@@ -246,7 +247,21 @@ class SqlPipeline:
             return StatementResult(index, text, decision, "blocked", seq, error=str(exc))
         classification = _parser().classify(text)
         decision = decide(policy, classification)
-        verdict_seq = self._verdict_event(index, decision)
+        grant = None
+        if decision.verdict is Verdict.NEEDS_APPROVAL:
+            # An approved request for exactly this statement lets it run, once: the grant is consumed
+            # atomically before the verdict is recorded, so two runs cannot both use it.
+            grant = self.approvals().use_statement_grant(self.session.user.name, self.name, text)
+            if grant is not None:
+                decision = replace(
+                    decision,
+                    verdict=Verdict.ALLOW,
+                    reasons=(
+                        f"approved: request {grant.request_id}, grant {grant.id} (single use)",
+                        *decision.reasons,
+                    ),
+                )
+        verdict_seq = self._verdict_event(index, decision, grant_id=grant.id if grant else None)
         if decision.verdict is not Verdict.ALLOW:
             status = "needs_approval" if decision.verdict is Verdict.NEEDS_APPROVAL else "blocked"
             result = StatementResult(index, text, decision, status, verdict_seq)
@@ -254,11 +269,22 @@ class SqlPipeline:
             return result
         return self._execute(index, text, decision, verdict_seq, first_rows, allowed.roles)
 
-    def _verdict_event(self, index: int, decision: Decision) -> int:
+    def approvals(self) -> Approvals:
+        """Requests and grants for this session's user (the approvals module loads with its first use)."""
+        from bastion.approvals import Approvals
+
+        return Approvals(self.config, self.session.store, self._approval_event)
+
+    def _approval_event(self, type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.session.event(type, payload)
+
+    def _verdict_event(self, index: int, decision: Decision, *, grant_id: str | None = None) -> int:
         c = decision.classification
+        extra = {"grant": grant_id} if grant_id else {}
         event = self.session.event(
             "sql_statement",
             {
+                **extra,
                 "connection": self.name,
                 "index": index,
                 "statement": c.text,

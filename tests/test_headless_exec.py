@@ -163,7 +163,7 @@ def test_blocked_statement_exits_1_with_reasons(run: Run, shop: Shop) -> None:
 def test_needs_approval_exits_3_and_runs_nothing(run: Run, shop: Shop) -> None:
     assert run("exec pg-guarded -- delete from orders where id = 1") == 3
     assert "-- [1] needs approval: write needs approval under the guarded preset" in run.out
-    assert "approval requests arrive with the approvals feature" in run.out
+    assert "ask for approval with  request pg-guarded --reason TEXT -- <the statement>" in run.out
     assert run("exec --json pg-guarded -- update orders set status = 'x' where id = 1") == 3
     statement, end = run.records()
     assert statement["verdict"] == "needs_approval" and end["status"] == "needs_approval"

@@ -1,0 +1,72 @@
+"""The optional approvals webhook: a JSON POST with Slack-compatible `text` on every new request and every
+decision. The URL lives in a secret file (webhook URLs are credentials). A failed notification never blocks
+or undoes a request: it is recorded as an audit event and the caller moves on.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from bastion.config import ConfigError, read_secret
+from bastion.units import format_duration
+
+if TYPE_CHECKING:
+    from bastion.session import Session
+    from bastion.store.base import Request
+
+TIMEOUT_S = 3.0
+
+
+def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
+    """The payload: Slack reads `text`; other receivers get the structured fields too."""
+    if request.kind == "statement":
+        subject = f"statement on {request.target}: {(request.statement or '')[:300]}"
+    else:
+        subject = f"elevation to {request.target} for {format_duration(request.duration_s or 0)}"
+    who = {"request": f"{request.requester} asks for", "approve": "Approved:", "deny": "Denied:"}.get(
+        what, what
+    )
+    text = (
+        f"[{bastion}] {who} {subject} (request {request.id}, {request.state}; reason: {request.reason[:200]})"
+    )
+    return {
+        "text": text,
+        "bastion": bastion,
+        "event": what,
+        "request": request.id,
+        "state": request.state,
+        "requester": request.requester,
+        "target": request.target,
+        "kind": request.kind,
+    }
+
+
+def notify_request(session: Session, what: str, request: Request) -> bool:
+    """POST the notification if a webhook is configured; True when delivered (or none is configured)."""
+    path = session.config.approvals.webhook_url_file
+    if path is None:
+        return True
+    try:
+        url = read_secret(path)
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("the webhook URL must be http(s)")
+        body = json.dumps(message(session.config.bastion.name, what, request)).encode("utf-8")
+        req = urllib.request.Request(  # noqa: S310 - scheme checked above
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as response:  # noqa: S310
+            if response.status >= 300:
+                raise urllib.error.HTTPError(
+                    url, response.status, "unexpected status", response.headers, None
+                )
+        return True
+    except (OSError, ValueError, ConfigError, urllib.error.URLError) as exc:
+        # The reason, never the URL: a webhook URL is a credential.
+        reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__
+        session.event(
+            "notify_failed", {"request": request.id, "event": what, "reason": reason}, durable=False
+        )
+        return False

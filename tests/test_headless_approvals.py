@@ -1,0 +1,128 @@
+"""Headless approval flows (in-process login, real shop DB): request, decide, run the approved statement
+exactly once; elevation; self-approval refused; the webhook gets Slack-compatible JSON, and its failure
+blocks nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+
+from bastion.config import Config, load_config
+from bastion.identity.keys import parse_public_key
+from tests.configs import ALICE_KEY, BOB_KEY, secret
+from tests.shopdb import Shop, create_shop, shop_config
+from tests.test_headless_exec import Run
+
+ALICE = parse_public_key(ALICE_KEY).fingerprint
+BOB = parse_public_key(BOB_KEY).fingerprint
+
+
+@pytest.fixture(scope="module")
+def shop(pg_dsn: str) -> Iterator[Shop]:
+    yield from create_shop(pg_dsn)
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    Hook.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+@pytest.fixture
+def config(tmp_path: Path, shop: Shop, webhook: str) -> Config:
+    secret(tmp_path / "secrets" / "webhook", webhook)
+    return shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
+
+
+@pytest.fixture
+def run(config: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(config, monkeypatch, capsys)
+
+
+def orders_status(shop: Shop, order_id: int) -> str:
+    with psycopg.connect(shop.admin_dsn) as conn:
+        row = conn.execute("SELECT status FROM orders WHERE id = %s", (order_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_statement_request_approve_run_once(run: Run, shop: Shop) -> None:
+    statement = "UPDATE orders SET status = 'held' WHERE id = 1"
+    assert run(f"exec pg-guarded -- {statement}") == 3
+    assert run(f"request pg-guarded --reason 'fraud check' --json -- {statement}") == 0
+    request = json.loads(run.out)
+    assert request["state"] == "pending" and request["statement"] == statement
+    assert run("approvals list", BOB) == 0 and request["id"] in run.out
+    assert run(f"approvals approve {request['id']}", ALICE) == 1 and "not decide" not in run.err
+    assert "own request" in run.err or "does not hold" in run.err
+    assert run(f"approvals approve {request['id']} --reason ok --json", BOB) == 0
+    assert json.loads(run.out)["state"] == "approved"
+    # Only the exact statement (whitespace may differ) runs, and only once.
+    assert run("exec pg-guarded -- UPDATE orders SET status = 'held' WHERE id = 2") == 3
+    assert run(f"exec pg-guarded --   {statement.replace(' ', '  ')}") == 0
+    assert orders_status(shop, 1) == "held"
+    assert run(f"exec pg-guarded -- {statement}") == 3
+    events = [e["type"] for e in run.events()]
+    for kind in ("approval_requested", "approval_decided", "grant_created", "grant_used"):
+        assert kind in events
+    assert [h["event"] for h in Hook.received] == ["request", "approve"]
+    assert "asks for statement on pg-guarded" in Hook.received[0]["text"]
+
+
+def test_deny_needs_a_reason(run: Run) -> None:
+    assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 3") == 0
+    request_id = run.out.strip()
+    assert run(f"approvals deny {request_id}", BOB) == 1 and "reason" in run.err
+    assert run(f"approvals deny {request_id} --reason 'not now'", BOB) == 0 and "denied" in run.out
+    assert run("exec pg-guarded -- DELETE FROM orders WHERE id = 3") == 3
+
+
+def test_elevation_request(run: Run) -> None:
+    assert run("request --elevate dba --for 30m --reason 'incident 7' --json") == 0
+    request = json.loads(run.out)
+    assert request["kind"] == "elevation" and request["duration_s"] == 1800
+    assert run(f"approvals approve {request['id']} --reason go", BOB) == 0
+    assert run("whoami --json") == 0 and "dba" in json.loads(run.out)["roles"]
+
+
+def test_usage_and_refusals(run: Run) -> None:
+    assert run("request pg-guarded -- DELETE FROM orders") == 2  # --reason is required
+    assert run("request --elevate dba --reason x") == 2 and "--for" in run.err
+    assert run("request --elevate root --for 1h --reason x") == 1 and "may not request" in run.err
+    assert run("request --elevate dba --for 10d --reason x") == 1 and "longest elevation" in run.err
+    assert run("approvals approve", BOB) == 2
+    assert run("approvals approve r-nope --reason x", BOB) == 1 and "no request" in run.err
+
+
+def test_webhook_failure_blocks_nothing(
+    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret(tmp_path / "secrets" / "webhook", "http://127.0.0.1:9/unreachable")
+    config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
+    run = Run(load_config(config.path), monkeypatch, capsys)
+    assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+    failed = [e for e in run.events() if e["type"] == "notify_failed"]
+    assert len(failed) == 1 and "127.0.0.1:9" not in json.dumps(failed)

@@ -118,11 +118,19 @@ style = "partial"
 """
 
 
-def shop_config(directory: Path, shop: Shop, *, extra: str = "", masking_key: str | None = None) -> Config:
+def shop_config(
+    directory: Path,
+    shop: Shop,
+    *,
+    extra: str = "",
+    masking_key: str | None = None,
+    state: str | None = None,
+    name: str = "bastion-test",
+) -> Config:
     """A config whose pg-readonly / pg-guarded connections reach the shop database."""
     secret(directory / "secrets" / "pg.password", "pw-" + shop.ro_user.rsplit("_", 1)[1])
     secret(directory / "secrets" / "masking.key", masking_key or secrets.token_hex(32))
-    text = base_config(directory, extra=MASKING + extra)
+    text = base_config(directory, extra=MASKING + extra, state=state, name=name)
     for name, user in (("pg-readonly", shop.ro_user), ("pg-guarded", shop.rw_user)):
         block_start = text.index(f'name = "{name}"')
         block_end = (

@@ -802,3 +802,24 @@ def test_open_store_postgres_urls(pg_dsn: str) -> None:
 
 if __name__ == "__main__":
     _worker_main(sys.argv[1], sys.argv[2])
+
+
+def test_wait_for_change_wakes_on_a_write_and_times_out(store: Store) -> None:
+    """Live views block on the store; a write from elsewhere wakes them, quiet stores time out."""
+    import threading
+    import time as _time
+
+    seen = store.change_counter()
+    started = _time.monotonic()
+    assert store.wait_for_change(seen, 0.3) == seen
+    assert _time.monotonic() - started >= 0.25
+
+    def later() -> None:
+        _time.sleep(0.3)
+        store.cas_meta("wake", None, {"x": 1})
+
+    threading.Thread(target=later).start()
+    started = _time.monotonic()
+    counter = store.wait_for_change(seen, 10)
+    assert counter > seen
+    assert _time.monotonic() - started < 5

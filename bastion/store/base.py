@@ -7,6 +7,7 @@ are compare-and-set: exactly one concurrent caller wins. Times are UTC epoch sec
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -217,6 +218,18 @@ class Store(ABC):
         Refused compare-and-sets and no-op writes (progress not advancing, deleting nothing) leave it alone;
         the bump is committed together with the change, so a poller that sees it also sees the change.
         """
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until the change counter moves past `seen` (or timeout); return the counter.
+
+        Live views (the Approvals tab) call this from a worker. The default polls; PostgreSQL LISTENs.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            counter = self.change_counter()
+            if counter != seen or time.monotonic() >= deadline:
+                return counter
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release connections and locks."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import fields
@@ -182,6 +183,7 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
         self._forked: list[psycopg.Connection[Any]] = []
+        self._listen_conn: psycopg.Connection[Any] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where})"
@@ -493,7 +495,39 @@ class PostgresStore(Store):
 
         return self._run("reading the change counter", read)
 
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """LISTEN on the change channel with a connection of its own (the main one stays free), so a request
+        made on another bastion host shows up at once rather than at the next poll."""
+        counter = self.change_counter()
+        if counter != seen:
+            return counter
+        try:
+            listener = self._listener()
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.Error:
+            self._drop_listener()
+            time.sleep(min(timeout, 1.0))  # degrade to polling; the next call reconnects
+        return self.change_counter()
+
+    def _listener(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            listener = self._listen_conn
+            if listener is None or listener.closed or listener.broken or self._pid != os.getpid():
+                listener = psycopg.connect(self._conninfo, autocommit=True)
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                self._listen_conn = listener
+            return listener
+
+    def _drop_listener(self) -> None:
+        with self._lock:
+            listener, self._listen_conn = self._listen_conn, None
+            if listener is not None:
+                with suppress(psycopg.Error):
+                    listener.close()
+
     def close(self) -> None:
+        self._drop_listener()
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()

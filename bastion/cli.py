@@ -168,6 +168,17 @@ def cmd_login(args: argparse.Namespace) -> int:
     return login(_load(args), args.key)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything needed to try bastion, on loopback; bastion.demo does the work, here only exit codes."""
+    from bastion.demo import DemoError
+    from bastion.demo.run import DemoOptions, run_demo
+
+    try:
+        return run_demo(DemoOptions(as_user=args.as_user, headless=args.headless, sshd_port=args.sshd))
+    except DemoError as exc:
+        raise Fail(str(exc), exc.code) from None
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -237,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--key", required=True, metavar="SHA256:…", help="fingerprint of the key sshd accepted"
     )
     login.set_defaults(func=cmd_login)
+
+    demo = sub.add_parser(
+        "demo", help="start PostgreSQL, an SSH target and a config on loopback; open the TUI as alice"
+    )
+    demo.add_argument("--as", dest="as_user", metavar="USER", help="open a TUI as USER on the running demo")
+    demo.add_argument(
+        "--headless", action="store_true", help="no TUI: print one JSON line, run until SIGINT/SIGTERM"
+    )
+    demo.add_argument("--sshd", type=int, metavar="PORT", help="also an sshd front door on 127.0.0.1:PORT")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -21,13 +21,14 @@ from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
 from bastion.identity.roles import approvable_targets, is_auditor, requestable_connections, usable_connections
 from bastion.session import Session
 from bastion.units import format_duration
 from tui.commands import BastionCommands
-from tui.widgets.activity import ApprovalsView, AuditView
+from tui.widgets.activity import ApprovalsView, AuditView, StoreChanged
 from tui.widgets.connections import ConnectionRow, ConnectionsView
 from tui.widgets.header import SessionHeader
 from tui.widgets.sql_pane import SqlPane
@@ -51,6 +52,7 @@ class BastionApp(App[Outcome]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+e", "request_elevation", "Request elevation", priority=True),
         Binding("f8", "close_pane", "Close pane", priority=True),
         Binding("ctrl+o", "show_tab('connections')", "Connections"),
         Binding("ctrl+z", "refuse_escape('ctrl+z')", show=False, priority=True),
@@ -68,6 +70,12 @@ class BastionApp(App[Outcome]):
         roles = session.roles()
         self.is_approver = bool(approvable_targets(session.config, roles))
         self.is_auditor = is_auditor(session.config, roles)
+        self.my_requests: dict[str, str] = {}  # request id -> last state seen
+
+    @property
+    def base(self) -> Screen[Any]:
+        """The main screen: queries must not land on a modal form that happens to be on top."""
+        return self.screen_stack[0]
 
     # -- layout
 
@@ -94,6 +102,7 @@ class BastionApp(App[Outcome]):
             # Not the main thread (tests): there is no terminal to hang up.
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.hang_up, signal.Signals(signum).name)
+        self.watch_store()
         if self.needs_oidc:
             from tui.screens.login import LoginScreen  # OIDC libraries load only when OIDC is on
 
@@ -108,12 +117,89 @@ class BastionApp(App[Outcome]):
             return
         self.session.start()
         self.refresh_header()
-        self.query_one(ConnectionsView).rows = self.connection_rows()
-        self.query_one(ConnectionsView).refill("")
+        self.base.query_one(ConnectionsView).rows = self.connection_rows()
+        self.base.query_one(ConnectionsView).refill("")
         self.focus_filter()
 
     def focus_filter(self) -> None:
-        self.query_one("#connection-filter").focus()
+        self.base.query_one("#connection-filter").focus()
+
+    # -- live changes from the store (any bastion host)
+
+    @work(thread=True, exclusive=True, group="watch")
+    def watch_store(self) -> None:
+        worker = get_current_worker()
+        store = self.session.store
+        seen = store.change_counter()
+        while not worker.is_cancelled:
+            counter = store.wait_for_change(seen, 2.0)
+            if counter != seen and not worker.is_cancelled:
+                seen = counter
+                self.post_message(StoreChanged(counter))
+
+    def on_store_changed(self, event: StoreChanged) -> None:
+        if not self.screen_stack:
+            return  # shutting down
+        for view in [*self.base.query(ApprovalsView), *self.base.query(AuditView), *self.base.query(SqlPane)]:
+            view.post_message(StoreChanged(event.counter))
+        self.refresh_header()
+        if self.session.started_at:
+            rows = self.connection_rows()
+            view = self.base.query_one(ConnectionsView)
+            if rows != view.rows:
+                view.rows = rows
+                view.refill(self.base.query_one("#connection-filter", Input).value)
+        self.check_my_requests()
+
+    @work(thread=True, exclusive=True, group="my-requests")
+    def check_my_requests(self) -> None:
+        mine = self.session.store.list_requests(requester=self.session.user.name)
+        for request in mine:
+            before = self.my_requests.get(request.id)
+            if before is not None and before != request.state and request.state != "used":
+                self.call_from_thread(
+                    self.notify,
+                    f"Request {request.id} ({request.target}) is {request.state}",
+                    severity="information" if request.state == "approved" else "warning",
+                )
+            self.my_requests[request.id] = request.state
+
+    # -- elevation requests
+
+    def action_request_elevation(self) -> None:
+        from bastion.identity.roles import may_request
+
+        targets = sorted(may_request(self.session.config, self.session.roles().base))
+        if not targets:
+            self.notify("Your roles may not request elevation.", severity="warning")
+            return
+        from tui.screens.forms import ElevationScreen
+
+        view = self.base.query_one(ConnectionsView)
+        table = view.query_one("#connection-table", DataTable)
+        initial = None
+        if view.shown and 0 <= table.cursor_row < len(view.shown):
+            initial = view.shown[table.cursor_row].name
+        self.push_screen(ElevationScreen(targets, initial), self.file_elevation)
+
+    def file_elevation(self, answer: tuple[str, float, str] | None) -> None:
+        if answer is not None:
+            self.file_elevation_worker(*answer)
+
+    @work(thread=True, group="requests")
+    def file_elevation_worker(self, target: str, duration: float, reason: str) -> None:
+        from bastion.approvals import ApprovalError, Approvals
+        from bastion.notify import notify_request
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        try:
+            request = approvals.request_elevation(self.session.user.name, target, duration, reason)
+        except ApprovalError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.my_requests[request.id] = request.state
+        notify_request(self.session, "request", request)
+        self.call_from_thread(self.notify, f"Request {request.id} for {target} is pending approval.")
 
     # -- what the user may use
 
@@ -141,7 +227,9 @@ class BastionApp(App[Outcome]):
         return sorted(usable_connections(self.session.config, self.session.roles()))
 
     def refresh_header(self) -> None:
-        header = self.query_one(SessionHeader)
+        if not self.screen_stack:
+            return
+        header = self.base.query_one(SessionHeader)
         roles = self.session.roles()
         header.bastion = self.session.config.bastion.name
         header.user = self.session.user.name
@@ -170,13 +258,13 @@ class BastionApp(App[Outcome]):
             return
         self._pane_serial += 1
         pane_id = f"pane-{self._pane_serial}"
-        tabs = self.query_one("#tabs", TabbedContent)
+        tabs = self.base.query_one("#tabs", TabbedContent)
         pane = TabPane(name, SqlPane(self.session, name, show_timings=self.show_timings), id=pane_id)
         tabs.add_pane(pane)
         tabs.active = pane_id
 
     def action_close_pane(self) -> None:
-        tabs = self.query_one("#tabs", TabbedContent)
+        tabs = self.base.query_one("#tabs", TabbedContent)
         active = tabs.active
         if not active.startswith("pane-"):
             return
@@ -186,10 +274,10 @@ class BastionApp(App[Outcome]):
     @work(thread=True, group="close")
     def close_pane_worker(self, pane: SqlPane, pane_id: str) -> None:
         pane.close_pipeline()
-        self.call_from_thread(self.query_one("#tabs", TabbedContent).remove_pane, pane_id)
+        self.call_from_thread(self.base.query_one("#tabs", TabbedContent).remove_pane, pane_id)
 
     def show_tab(self, tab: str) -> None:
-        tabs = self.query_one("#tabs", TabbedContent)
+        tabs = self.base.query_one("#tabs", TabbedContent)
         try:
             tabs.active = tab
         except ValueError:
@@ -205,13 +293,13 @@ class BastionApp(App[Outcome]):
         self.exit(Outcome("ended"))
 
     async def close_all_panes(self) -> None:
-        panes = list(self.query(SqlPane))
+        panes = list(self.base.query(SqlPane))
         if panes:
             await asyncio.gather(*(asyncio.to_thread(pane.close_pipeline) for pane in panes))
 
     def hang_up(self, signame: str) -> None:
         """The SSH client is gone: close targets and end, recorded as abnormal."""
-        for pane in self.query(SqlPane):
+        for pane in self.base.query(SqlPane):
             if pane.pipeline is not None:
                 pane.pipeline.cancel()
         self.exit(Outcome("hangup", f"{signame} received: the SSH connection ended"))

@@ -1,104 +1,255 @@
-"""The Approvals tab (approvers) and the Audit tab (auditors): live lists of what the store holds.
+"""The Approvals tab (approvers) and the Audit tab (auditors): live views of what the store holds.
 
-They poll the store's change counter, so a request or session made by any bastion process appears without
-a restart; the heavier lists are re-read only when the counter moved.
+The app watches the store (LISTEN/NOTIFY on PostgreSQL, change polling on TinyDB) and posts StoreChanged;
+these views re-read on it, so a request made on any bastion host appears without a restart — and rings the
+terminal bell for approvers.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.console import Group
+from rich.syntax import Syntax
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from bastion.session import Session
 from bastion.store.base import Request, SessionRecord
 from bastion.units import format_duration
-from tui.safe import text
-
-POLL_S = 2.0
+from tui.safe import clean, text
 
 
-class _StoreList(Vertical):
-    """A table refreshed from the store when its change counter moves."""
+class StoreChanged(Message):
+    """The store's change counter moved (posted by the app's watcher)."""
 
-    title = ""
-    columns: tuple[str, ...] = ()
+    def __init__(self, counter: int) -> None:
+        super().__init__()
+        self.counter = counter
+
+
+def _when(ts: float) -> Text:
+    return Text(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z")
+
+
+class ApprovalsView(Vertical):
+    """Pending requests this approver may decide (never their own), the selected one in detail, and
+    past decisions with a filter. a approves, d denies (a deny needs a reason)."""
+
+    BINDINGS: ClassVar = [
+        Binding("a", "decide('approve')", "Approve"),
+        Binding("d", "decide('deny')", "Deny"),
+    ]
 
     class Loaded(Message):
-        def __init__(self, view: _StoreList, items: list[Any]) -> None:
+        def __init__(
+            self, pending: list[Request], past: list[Request], reasons: dict[str, list[str]]
+        ) -> None:
             super().__init__()
-            self.view = view
-            self.items = items
+            self.pending = pending
+            self.past = past
+            self.reasons = reasons
+
+    class Decided(Message):
+        def __init__(self, outcome: str) -> None:
+            super().__init__()
+            self.outcome = outcome
 
     def __init__(self, session: Session, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.session = session
-        self.seen_counter: int | None = None
+        self.pending: list[Request] = []
+        self.past: list[Request] = []
+        self.reasons: dict[str, list[str]] = {}
+        self.known_ids: set[str] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.title, "bold"), classes="list-title")
+        yield Static(Text("Pending requests — a approve · d deny", "bold"), classes="list-title")
+        with Horizontal(classes="approvals-body"):
+            pending: DataTable[Text] = DataTable(id="pending", cursor_type="row", zebra_stripes=True)
+            yield pending
+            yield Static(Text("Select a request", "dim"), id="request-detail")
+        yield Static(Text("Past decisions", "bold"), classes="list-title")
+        yield Input(placeholder="filter past decisions: state, requester, target or text", id="past-filter")
+        past: DataTable[Text] = DataTable(id="past", cursor_type="row", zebra_stripes=True)
+        yield past
+
+    def on_mount(self) -> None:
+        self.query_one("#pending", DataTable).add_columns(
+            "id", "requester", "kind", "target", "pending for", "reason"
+        )
+        self.query_one("#past", DataTable).add_columns(
+            "id", "state", "requester", "target", "decided by", "when"
+        )
+        self.reload()
+
+    @on(StoreChanged)
+    def store_changed(self, _event: StoreChanged) -> None:
+        self.reload()
+
+    @work(thread=True, exclusive=True, group="approvals")
+    def reload(self) -> None:
+        from bastion.approvals import Approvals
+        from bastion.policy.sql import classify
+        from bastion.policy.verdict import decide
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals.expire_stale()
+        pending = approvals.pending_for(self.session.user.name)
+        past = [r for r in self.session.store.list_requests() if r.state != "pending"][-200:]
+        reasons: dict[str, list[str]] = {}
+        for request in pending:
+            if request.kind == "statement" and request.statement:
+                conn = self.session.config.connections.get(request.target)
+                if conn is not None:
+                    decision = decide(self.session.config.policies[conn.policy], classify(request.statement))
+                    reasons[request.id] = [*decision.reasons, *decision.warnings]
+        self.post_message(self.Loaded(pending, past, reasons))
+
+    def on_approvals_view_loaded(self, event: Loaded) -> None:
+        new = {r.id for r in event.pending}
+        if self.known_ids is not None and new - self.known_ids:
+            self.app.bell()
+            self.notify(f"{len(new - self.known_ids)} new request(s) to decide")
+        self.known_ids = new
+        self.pending, self.past, self.reasons = event.pending, event.past, event.reasons
+        table = self.query_one("#pending", DataTable)
+        table.clear()
+        now = time.time()
+        for r in self.pending:
+            table.add_row(
+                text(r.id), text(r.requester, "bold"), text(r.kind), text(r.target),
+                Text(format_duration(now - r.created_at)), text(r.reason, single_line=True), key=r.id,
+            )  # fmt: skip
+        self.show_detail()
+        self.fill_past(self.query_one("#past-filter", Input).value)
+
+    def fill_past(self, needle: str) -> None:
+        needle = needle.strip().lower()
+        table = self.query_one("#past", DataTable)
+        table.clear()
+        for r in reversed(self.past):
+            haystack = " ".join([r.id, r.state, r.requester, r.target, r.statement or "", r.reason]).lower()
+            if needle and needle not in haystack:
+                continue
+            deciders = ", ".join(f"{d['approver']} ({d['decision']})" for d in r.decisions) or "—"
+            when = max((d["at"] for d in r.decisions), default=r.created_at)
+            table.add_row(
+                text(r.id), text(r.state), text(r.requester), text(r.target), text(deciders), _when(when)
+            )
+
+    @on(Input.Changed, "#past-filter")
+    def past_filter(self, event: Input.Changed) -> None:
+        self.fill_past(event.value)
+
+    def selected(self) -> Request | None:
+        table = self.query_one("#pending", DataTable)
+        if not self.pending or table.cursor_row < 0:
+            return None
+        return self.pending[min(table.cursor_row, len(self.pending) - 1)]
+
+    @on(DataTable.RowHighlighted, "#pending")
+    def show_detail(self, _event: object = None) -> None:
+        request = self.selected()
+        detail = self.query_one("#request-detail", Static)
+        if request is None:
+            detail.update(Text("No pending requests you may decide.", "dim"))
+            return
+        parts: list[Any] = [
+            Text.assemble(("Request ", "bold"), text(request.id), " by ", text(request.requester, "bold")),
+            Text.assemble("target ", text(request.target, "bold"), f" · {request.kind}"),
+            Text.assemble("reason: ", text(request.reason)),
+        ]
+        if request.kind == "statement":
+            parts.append(Syntax(clean(request.statement or ""), "sql", word_wrap=True, theme="ansi_dark"))
+            for reason in self.reasons.get(request.id, []):
+                parts.append(Text.assemble("• ", text(reason, "yellow", single_line=True)))
+        else:
+            parts.append(Text(f"for {format_duration(request.duration_s or 0)}"))
+        parts.append(Text(f"expires in {format_duration(request.expires_at - time.time())}", "dim"))
+        detail.update(Group(*parts))
+
+    def action_decide(self, decision: str) -> None:
+        request = self.selected()
+        if request is None:
+            self.notify("No request selected.", severity="warning")
+            return
+        from tui.screens.forms import ReasonScreen
+
+        verb = "Approve" if decision == "approve" else "Deny"
+        title = f"{verb} {request.id} ({request.requester} → {request.target})"
+        self.app.push_screen(
+            ReasonScreen(title, request.statement or "", required=decision == "deny"),
+            lambda reason: (
+                self.decide_in_worker(request.id, decision, reason) if reason is not None else None
+            ),
+        )
+
+    @work(thread=True, group="approvals-decide")
+    def decide_in_worker(self, request_id: str, decision: str, reason: str) -> None:
+        from bastion.approvals import ApprovalError, Approvals
+        from bastion.notify import notify_request
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        try:
+            request = approvals.decide(request_id, self.session.user.name, decision, reason)
+        except ApprovalError as exc:
+            self.post_message(self.Decided(f"refused: {exc}"))
+            return
+        notify_request(self.session, decision, request)
+        self.post_message(self.Decided(f"{request_id}: {request.state}"))
+
+    def on_approvals_view_decided(self, event: Decided) -> None:
+        self.notify(
+            clean(event.outcome, single_line=True),
+            severity="error" if event.outcome.startswith("refused") else "information",
+        )
+        self.reload()
+
+
+class AuditView(Vertical):
+    """Sessions across the bastion (replay, search and export arrive with the recordings)."""
+
+    class Loaded(Message):
+        def __init__(self, sessions: list[SessionRecord]) -> None:
+            super().__init__()
+            self.sessions = sessions
+
+    def __init__(self, session: Session, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session = session
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Sessions", "bold"), classes="list-title")
         table: DataTable[Text] = DataTable(cursor_type="row", zebra_stripes=True)
         yield table
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*self.columns)
-        self.poll()
-        self.set_interval(POLL_S, self.poll)
+        self.query_one(DataTable).add_columns(
+            "session", "user", "kind", "status", "started", "duration", "host"
+        )
+        self.reload()
 
-    @work(thread=True, exclusive=True)
-    def poll(self) -> None:
-        counter = self.session.store.change_counter()
-        if counter == self.seen_counter:
-            return
-        self.seen_counter = counter
-        self.post_message(self.Loaded(self, self.load()))
+    @on(StoreChanged)
+    def store_changed(self, _event: StoreChanged) -> None:
+        self.reload()
 
-    def load(self) -> list[Any]:
-        raise NotImplementedError
+    @work(thread=True, exclusive=True, group="audit")
+    def reload(self) -> None:
+        self.post_message(self.Loaded(self.session.store.list_sessions(limit=200)))
 
-    def row(self, item: Any) -> list[Text]:
-        raise NotImplementedError
-
-    def on__store_list_loaded(self, event: Loaded) -> None:
-        if event.view is not self:
-            return
+    def on_audit_view_loaded(self, event: Loaded) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        for item in event.items:
-            table.add_row(*self.row(item))
-
-
-class ApprovalsView(_StoreList):
-    title = "Pending requests"
-    columns = ("id", "requester", "kind", "target", "pending for", "reason")
-
-    def load(self) -> list[Request]:
-        return self.session.store.list_requests(state="pending")
-
-    def row(self, item: Request) -> list[Text]:
-        return [
-            text(item.id), text(item.requester), text(item.kind), text(item.target),
-            Text(format_duration(time.time() - item.created_at)), text(item.reason, single_line=True),
-        ]  # fmt: skip
-
-
-class AuditView(_StoreList):
-    title = "Sessions"
-    columns = ("session", "user", "kind", "status", "started", "duration", "host")
-
-    def load(self) -> list[SessionRecord]:
-        return self.session.store.list_sessions(limit=200)
-
-    def row(self, item: SessionRecord) -> list[Text]:
-        end = item.ended_at or time.time()
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.started_at))
-        return [
-            text(item.id), text(item.user), text(item.kind), text(item.status), Text(started + "Z"),
-            Text(format_duration(end - item.started_at)), text(item.host),
-        ]  # fmt: skip
+        now = time.time()
+        for item in event.sessions:
+            table.add_row(
+                text(item.id), text(item.user), text(item.kind), text(item.status), _when(item.started_at),
+                Text(format_duration((item.ended_at or now) - item.started_at)), text(item.host),
+            )  # fmt: skip

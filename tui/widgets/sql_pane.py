@@ -61,6 +61,7 @@ class SqlPane(Vertical):
         Binding("ctrl+c", "cancel", "Cancel", show=False, priority=True),
         Binding("f6", "more", "More rows", priority=True),
         Binding("f2", "toggle_schema", "Schema", priority=True),
+        Binding("f9", "approval", "Request/run approved", priority=True),
         Binding("alt+up", "history(-1)", "Previous", show=False),
         Binding("alt+down", "history(1)", "Next", show=False),
     ]
@@ -105,6 +106,9 @@ class SqlPane(Vertical):
         self.current: StatementResult | None = None
         self.history = History()
         self.shown_rows = 0
+        self.request_id: str | None = None  # the approval request filed from this pane, if any
+        self.request_state = ""
+        self.approved_statement = ""
 
     # -- layout
 
@@ -283,7 +287,7 @@ class SqlPane(Vertical):
         for warning in decision.warnings:
             line.append_text(Text.assemble("\n⚠ ", text(warning, "yellow", single_line=True)))
         if result.status == "needs_approval":
-            line.append("\nIt runs only once approved (approval requests come with the approvals feature).")
+            line.append("\nF9 requests approval; once approved it runs exactly this text, once.")
         if result.error:
             line.append_text(Text.assemble("\n", text(result.error, "red", single_line=True)))
         self.set_verdict(line)
@@ -366,6 +370,87 @@ class SqlPane(Vertical):
             and event.cursor_row >= table.row_count - 1
         ):
             self.action_more()
+
+    # -- approvals: a statement that needs approval is requested from here and, once approved, run from
+    # here — exactly the approved text, once (the grant is consumed by the pipeline).
+
+    def action_approval(self) -> None:
+        if self.request_id is not None and self.request_state == "approved":
+            self.run_approved()
+            return
+        result = self.current
+        if result is None or result.status != "needs_approval":
+            self.notify("F9 requests approval for a statement that needs it.", severity="warning")
+            return
+        if self.request_id is not None and self.request_state == "pending":
+            self.notify(f"Request {self.request_id} is still pending.")
+            return
+        from tui.screens.forms import ReasonScreen
+
+        statement = result.text
+        self.app.push_screen(
+            ReasonScreen(f"Request approval on {self.connection}", statement),
+            lambda reason: self.file_request(statement, reason) if reason is not None else None,
+        )
+
+    @work(thread=True, group="requests")
+    def file_request(self, statement: str, reason: str) -> None:
+        from bastion.approvals import ApprovalError, Approvals
+        from bastion.notify import notify_request
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        try:
+            request = approvals.request_statement(self.session.user.name, self.connection, statement, reason)
+        except ApprovalError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        notify_request(self.session, "request", request)
+        self.post_message(self.RequestState(request.id, request.state, request.statement or "", []))
+
+    class RequestState(Message):
+        def __init__(
+            self, request_id: str, state: str, statement: str, decisions: list[dict[str, Any]]
+        ) -> None:
+            super().__init__()
+            self.request_id = request_id
+            self.state = state
+            self.statement = statement
+            self.decisions = decisions
+
+    def on_sql_pane_request_state(self, event: RequestState) -> None:
+        self.request_id, self.request_state = event.request_id, event.state
+        self.approved_statement = event.statement
+        by = ", ".join(f"{d['approver']}: {d['decision']}" for d in event.decisions)
+        line = Text.assemble(("REQUEST ", "bold black on cyan"), text(event.request_id), f" {event.state}")
+        if by:
+            line.append_text(Text.assemble(" (", text(by), ")"))
+        if event.state == "approved":
+            line.append(" — F9 runs the approved statement now, once", style="bold green")
+        elif event.state == "pending":
+            line.append(" — waiting for an approver; this updates by itself", style="dim")
+        self.set_verdict(line)
+
+    def on_store_changed(self, _event: Message) -> None:
+        if self.request_id is not None and self.request_state in ("pending", "approved"):
+            self.poll_request(self.request_id)
+
+    @work(thread=True, exclusive=True, group="request-poll")
+    def poll_request(self, request_id: str) -> None:
+        request = self.session.store.get_request(request_id)
+        if request is not None:
+            self.post_message(
+                self.RequestState(request.id, request.state, request.statement or "", request.decisions)
+            )
+
+    def run_approved(self) -> None:
+        statement = self.approved_statement
+        if not statement or self.running or self.pipeline is None:
+            return
+        self.request_id, self.request_state = None, ""
+        self.history.add(statement)
+        self.running = True
+        self.set_verdict(Text("Running the approved statement…", "dim"))
+        self.run_statements(statement)
 
     # -- history
 

@@ -1,0 +1,128 @@
+"""Approvals in the TUI (Pilot, real shop DB): a statement that needs approval is requested from the SQL
+pane, decided in bob's Approvals tab, and run from the pane exactly once; elevation from Connections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from textual.widgets import DataTable, Input, Select, TextArea
+
+from bastion.approvals import Approvals
+from bastion.config import Config
+from tests.configs import BOB_KEY
+from tests.shopdb import Shop, create_shop, open_session, shop_config
+from tests.test_tui import open_pane, run_sql, wait_idle
+from tui.app import BastionApp
+from tui.widgets.activity import ApprovalsView
+
+
+@pytest.fixture(scope="module")
+def shop(pg_dsn: str) -> Iterator[Shop]:
+    yield from create_shop(pg_dsn)
+
+
+@pytest.fixture
+def config(tmp_path: Path, shop: Shop) -> Config:
+    return shop_config(tmp_path, shop)
+
+
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.1)
+    assert condition(), "condition not met in time"
+
+
+async def test_request_decide_and_run_once(config: Config, shop: Shop) -> None:
+    alice = open_session(config)
+    bob = open_session(config, "bob", BOB_KEY)
+    statement = "UPDATE orders SET status = 'tui-approved' WHERE id = 3"
+    app = BastionApp(alice, show_timings=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        pane = await open_pane(app, pilot, "pg-guarded")
+        await run_sql(pane, pilot, statement)
+        assert "NEEDS APPROVAL" in str(pane.query_one("#verdict").render())
+        await pilot.press("f9")
+        await pilot.pause(0.2)
+        app.screen.query_one("#reason", Input).value = "month end fix"
+        await pilot.press("enter")
+        await until(pilot, lambda: pane.request_id is not None)
+        assert pane.request_state == "pending"
+
+        # bob decides in his own TUI: the request is listed live, he approves with a reason.
+        bob_app = BastionApp(bob)
+        async with bob_app.run_test(size=(140, 40)) as bob_pilot:
+            bob_app.show_tab("approvals")
+            view = bob_app.query_one(ApprovalsView)
+            await until(bob_pilot, lambda: any(r.id == pane.request_id for r in view.pending))
+            view.query_one("#pending", DataTable).focus()
+            await bob_pilot.press("a")
+            await bob_pilot.pause(0.2)
+            bob_app.screen.query_one("#reason", Input).value = "looks right"
+            await bob_pilot.press("enter")
+            await until(bob_pilot, lambda: not view.pending)
+            past = view.query_one("#past", DataTable)
+            assert past.row_count >= 1
+        await until(pilot, lambda: pane.request_state == "approved", timeout=15)
+        pane.query_one("#editor", TextArea).text = "SELECT 'something else'"  # the editor does not matter
+        await pilot.press("f9")
+        await wait_idle(pane, pilot)
+        assert pane.current is not None and pane.current.status == "ok"
+        assert "approved: request" in str(pane.query_one("#verdict").render())
+        with psycopg.connect(shop.admin_dsn) as conn:
+            assert conn.execute("SELECT status FROM orders WHERE id = 3").fetchone() == ("tui-approved",)
+        await run_sql(pane, pilot, statement)  # the grant was single use
+        assert pane.current is not None and pane.current.status == "needs_approval"
+    alice.end()
+    bob.end()
+
+
+async def test_self_approval_is_refused_in_the_tab(config: Config) -> None:
+    bob = open_session(config, "bob", BOB_KEY)
+    Approvals(config, bob.store, bob.event).request_statement(
+        "alice", "pg-guarded", "DELETE FROM orders WHERE id = 9", "x"
+    )
+    app = BastionApp(bob)
+    async with app.run_test(size=(140, 40)) as pilot:
+        app.show_tab("approvals")
+        view = app.query_one(ApprovalsView)
+        await until(pilot, lambda: len(view.pending) == 1)
+        view.query_one("#pending", DataTable).focus()
+        await pilot.press("d")
+        await pilot.pause(0.2)
+        await pilot.press("enter")  # a deny needs a reason: nothing happens
+        await pilot.pause(0.2)
+        assert len(view.pending) == 1
+        app.screen.query_one("#reason", Input).value = "no"
+        await pilot.press("enter")
+        await until(pilot, lambda: not view.pending)
+    bob.end()
+    alice = open_session(config)
+    own = Approvals(config, alice.store, alice.event).request_statement(
+        "alice", "pg-guarded", "DELETE FROM orders WHERE id = 8", "x"
+    )
+    assert all(r.id != own.id for r in Approvals(config, alice.store, alice.event).pending_for("alice"))
+    alice.end()
+
+
+async def test_elevation_request_from_connections(config: Config) -> None:
+    alice = open_session(config)
+    app = BastionApp(alice)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+e")
+        await pilot.pause(0.3)
+        app.screen.query_one("#target", Select).value = "dba"
+        app.screen.query_one("#duration", Input).value = "45m"
+        app.screen.query_one("#reason", Input).value = "incident 12"
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: any(r.kind == "elevation" for r in alice.store.list_requests(requester="alice"))
+        )
+    request = next(r for r in alice.store.list_requests(requester="alice") if r.kind == "elevation")
+    assert request.duration_s == 45 * 60 and request.reason == "incident 12" and request.target == "dba"
+    alice.end()

@@ -211,9 +211,52 @@ _STATEMENTS: tuple[type[exp.Expression], ...] = (
 )
 
 
+# sqlglot's parser backtracks on nested ARRAY[...] constructors: each level doubles the time (20 levels take
+# seconds, 30 would take hours). Real queries nest two or three; deeper ones are refused unparsed.
+_MAX_ARRAY_NESTING = 6
+
+
+def _misread(text: str) -> str | None:
+    """Why sqlglot would misread this text, from its tokens, before parsing it; None when it would not.
+
+    Cheap substring tests come first: this runs on every statement.
+    """
+    if '&"' in text or text.upper().count("ARRAY") > _MAX_ARRAY_NESTING:
+        tokens = _words(text)
+        for before, amp, after in zip(tokens, tokens[1:], tokens[2:], strict=False):
+            if (
+                before.token_type == TokenType.VAR
+                and before.text in {"U", "u"}
+                and amp.token_type == TokenType.AMP
+                and amp.start == before.end + 1
+                and after.token_type == TokenType.IDENTIFIER
+                and after.start == amp.end + 1
+            ):
+                # PostgreSQL reads U&"pg_read_fil\0065" as the name pg_read_file; sqlglot reads `U & "…"`.
+                return 'a Unicode-escaped identifier (U&"…") that cannot be checked'
+        depth, stack = 0, []
+        for previous, token in zip([None, *tokens], tokens, strict=False):
+            if token.token_type in {TokenType.L_BRACKET, TokenType.L_PAREN}:
+                is_array = (
+                    token.token_type == TokenType.L_BRACKET
+                    and previous is not None
+                    and previous.text.upper() == "ARRAY"
+                )
+                stack.append(is_array)
+                depth += is_array
+                if depth > _MAX_ARRAY_NESTING:
+                    return f"ARRAY[...] nested more than {_MAX_ARRAY_NESTING} deep"
+            elif token.token_type in {TokenType.R_BRACKET, TokenType.R_PAREN} and stack:
+                depth -= stack.pop()
+    return None
+
+
 def _classify(text: str) -> Classification:
     if not text.strip():
         return _unknown(text, "empty statement")
+    misread = _misread(text)
+    if misread is not None:
+        return _unknown(text, f"the statement contains {misread}", _guess(text))
     try:
         trees = sqlglot.parse(text, dialect=DIALECT)
     except SqlglotError:
@@ -330,6 +373,10 @@ _HANDLERS: dict[str, Callable[[Any, _Findings], None]] = {
     "comment": _fixed(SqlClass.DDL, "COMMENT ON changes the schema"),
     "analyze": _fixed(SqlClass.DDL, "ANALYZE updates planner statistics"),
     "function": lambda node, found: _function(node, found),
+    "attribute": lambda node, found: _attribute(node, found),
+    # sqlglot reads PostgreSQL's `CREATE TABLE t AS EXECUTE p(1)` as an EXECUTE AS property: it runs a
+    # prepared statement whose text the policy never sees.
+    "execute": _fixed(SqlClass.SESSION, "EXECUTE runs a prepared statement the policy cannot see"),
     "command": lambda node, found: found.add(
         SqlClass.UNKNOWN, f"contains {node.name.upper()} that sqlglot does not parse"
     ),
@@ -353,6 +400,8 @@ _KINDS: tuple[tuple[type[exp.Expression] | tuple[type[exp.Expression], ...], str
     (exp.Comment, "comment"),
     (exp.Analyze, "analyze"),
     (exp.Func, "function"),
+    ((exp.Column, exp.Dot), "attribute"),
+    (exp.ExecuteAsProperty, "execute"),
     (exp.Command, "command"),
 )
 _KIND_CACHE: dict[type, str | None] = {}
@@ -384,6 +433,8 @@ def _write(node: exp.Expression, found: _Findings) -> None:
 def _create(node: exp.Create, found: _Findings) -> None:
     kind = str(node.args.get("kind") or "").upper()
     found.add(SqlClass.DDL, f"CREATE {kind}".strip())
+    if kind == "DATABASE":  # as DROP DATABASE: a cluster-wide object, outside any one connection's policy
+        found.add(SqlClass.DANGEROUS, "CREATE DATABASE")
     if kind in {"TABLE", "MATERIALIZED VIEW"} and isinstance(node.expression, exp.Query):
         found.add(SqlClass.WRITE, f"CREATE {kind} AS fills it with data")
     target = node.this
@@ -416,15 +467,38 @@ def _function(node: exp.Func, found: _Findings) -> None:
     else:
         name, user_schema = node.sql_name().lower(), False
     shown = f"{name}()"
-    if name in functions.DANGEROUS and not user_schema:
+    # Dangerous and session names count whatever the schema: extensions such as dblink live in any schema
+    # (`public.dblink_exec`), and `shop.pg_catalog.pg_read_file` is pg_catalog's function under a
+    # database-qualified name. A user function that happens to share such a name is held too: fail closed.
+    if name in functions.DANGEROUS:
         found.add(SqlClass.DANGEROUS, f"calls {shown}")
-    elif name in functions.SESSION and not user_schema:
+    elif name in functions.SESSION:
         found.add(SqlClass.SESSION, f"calls {shown}, which changes session settings")
     elif isinstance(node, exp.Anonymous) and (user_schema or name not in functions.SAFE_BUILTINS):
         found.add(SqlClass.WRITE, f"calls {shown}, which is not a known built-in: it may write")
         found.opaque.add(name)
     elif name == "next_value_for":
         found.add(SqlClass.DANGEROUS, "NEXT VALUE FOR advances a sequence")
+
+
+def _attribute(node: exp.Expression, found: _Findings) -> None:
+    """PostgreSQL's attribute notation calls a function: `('orders_id_seq'::regclass).nextval` is
+    `nextval('orders_id_seq')` and `(t.path).pg_read_file` reads a server file, though sqlglot (like any
+    reader without the catalog) sees a column. A qualified name that is a dangerous or session function
+    is judged as the call. (A user-defined function called this way cannot be told from a column here.)"""
+    if isinstance(node, exp.Column):
+        if not node.args.get("table"):
+            return  # a bare name is a column, never a call
+        ident = node.this
+    else:
+        ident = node.expression
+    if not isinstance(ident, exp.Identifier):
+        return
+    name = ident.this.lower()
+    if name in functions.DANGEROUS:
+        found.add(SqlClass.DANGEROUS, f"calls {name}() through attribute notation (x.{name})")
+    elif name in functions.SESSION:
+        found.add(SqlClass.SESSION, f"calls {name}() through attribute notation (x.{name})")
 
 
 # ---------------------------------------------------------------- sqlglot's Command fallback
@@ -548,7 +622,9 @@ def _explain(text: str) -> Classification:
             return _unknown(text, "EXPLAIN options are not closed")
         for words in options:
             if words and words[0] in {"ANALYZE", "ANALYSE"}:
-                analyze = not (len(words) > 1 and words[1] in _FALSE_WORDS)
+                # PostgreSQL takes the last spelling of a repeated option; nobody needs to repeat it, so
+                # any ANALYZE that is not explicitly false means the statement runs (fail closed).
+                analyze = analyze or not (len(words) > 1 and words[1] in _FALSE_WORDS)
     else:
         while index < len(tokens) and tokens[index].text.upper() in _EXPLAIN_FLAGS:
             analyze = analyze or tokens[index].text.upper() in {"ANALYZE", "ANALYSE"}

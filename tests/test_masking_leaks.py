@@ -536,19 +536,7 @@ _QUOTE_SHIFT = (
     '`"` shifts the pairing, so the value lands outside any pair and is shown (user and audit log); only the '
     "detectors are left, and {form} passes them"
 )
-_XFAIL: dict[str, str] = {
-    "pg-stats-reversed": _PG_STATS.format(what="SSNs, emails, phones, cards", form="reversed"),
-    "pg-stats-base64": _PG_STATS.format(what="SSNs, emails, phones, cards", form="base64-encoded"),
-    "err-pg-stats-reversed": _PG_STATS.format(what="SSNs", form="reversed")
-    + "; the error is not elided either, as the query reads no sensitive table",
-    "err-quote-reverse-ssn": _QUOTE_SHIFT.format(form="a reversed SSN"),
-    "err-quote-reverse-card": _QUOTE_SHIFT.format(form="a reversed card number (fails Luhn)"),
-    "err-quote-base64-email": _QUOTE_SHIFT.format(form="a base64 email"),
-    "err-quote-wrapped": _QUOTE_SHIFT.format(form="a reversed SSN"),
-    "notes-base64": _DETECTORS_ONLY.format(what="base64"),
-    "notes-hex": _DETECTORS_ONLY.format(what="the hex encoding"),
-    "notes-md5": _DETECTORS_ONLY.format(what="md5 (a brute-forceable plain hash)"),
-}
+_XFAIL: dict[str, str] = {}  # every leak this corpus found is fixed; add new ones here while they are open
 
 
 def _params() -> list[Any]:

@@ -432,15 +432,9 @@ def test_whole_connection_survives_the_corpus(env: Env) -> None:
         assert env.baseline[f"session {name}"][1] == session_fingerprint(pipeline)[1]  # same backend pid
 
 
-# ---------------------------------------------------------------- found by this corpus, not fixable here
+# ---------------------------------------------------------------- found by this corpus (fixed: catalog checks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attribute notation `o.bump` calls the user function bump(orders), which INSERTs; the classifier "
-    "(no catalog) sees a column of orders and says read, and the pipeline never checks that every "
-    "qualified column exists in the catalog — so guarded runs a write without approval",
-)
 def test_attribute_notation_user_function_is_not_a_read(env: Env) -> None:
     """`SELECT o.bump FROM orders o` is `SELECT bump(o) FROM orders o` to PostgreSQL. Written last: when it
     fails it leaves a row in side_effects, which no other test here looks at afterwards."""

@@ -181,11 +181,7 @@ def run(pipeline: SqlPipeline, query: str) -> tuple[StatementResult, list[tuple[
     return results[0], rows
 
 
-_XFAIL = {
-    "barcode-gs1-example": "the card detector redacts the EAN-13 barcode 5901234123457 (GS1's own example) as "
-    "[card]: it passes Luhn by chance (one 13-digit code in ten does), and the detector accepts 13 digits "
-    "for the 5x and 6 prefixes, though only Visa (4) ever issued 13-digit numbers",
-}
+_XFAIL: dict[str, str] = {}
 
 
 def _params() -> list[Any]:

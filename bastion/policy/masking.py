@@ -206,6 +206,8 @@ def decide_columns(
                     decision.reasons.append(why)
         if enforced:
             decision.masked, decision.style = True, strictest(rule.style for rule in enforced)
+        elif hits:
+            decision.detect = False  # every rule is lifted for this role: detectors must not undo that
         elif sources is None and reads_sensitive and not hits:
             decision.masked, decision.style = True, "full"
             decision.reasons.append(

@@ -274,14 +274,19 @@ class Masker:
         style = decision.style or "full"
         keys = self.keys
         present = [v for v in values if v is not None]
-        text_column = all(type(v) is str for v in present)
+        text_column = set(map(type, present)) <= {str}  # checked in C, not per value in Python
         key_of = _same_value if text_column else _value_key
-        distinct: dict[Any, Any] = {}
-        for v in present:
-            distinct.setdefault(key_of(v), v)
+        distinct: dict[Any, Any]
+        if text_column:
+            distinct = dict.fromkeys(present)  # value -> None; the keys are the originals
+            distinct = {v: v for v in distinct} if style not in ("full",) else distinct
+        else:
+            distinct = {}
+            for v in present:
+                distinct.setdefault(key_of(v), v)
         if keys is not None:
             encoded = (
-                [v.encode("utf-8") for v in distinct.values()]
+                [v.encode("utf-8") for v in distinct]
                 if text_column
                 else [_as_bytes(v) for v in distinct.values()]
             )

@@ -329,6 +329,25 @@ def test_progress_never_goes_backwards(store: Store) -> None:
     assert store.get_progress("cast/s1") == 2**40
 
 
+def test_progress_is_forgotten_by_prefix(store: Store) -> None:
+    """Recordings that left the spool take their commit points with them (shipping's retention)."""
+    store.set_progress("ship:a:s1/x.cast", 5)
+    store.set_progress("ship:a:s1/y.cast", 6)
+    store.set_progress("ship:a:s10/x.cast", 7)
+    store.set_progress("ship:a:s1_/x", 8)
+    counter = store.change_counter()
+    assert store.delete_progress("ship:a:s1/") == 2
+    assert store.change_counter() > counter
+    assert store.get_progress("ship:a:s1/x.cast") is None and store.get_progress("ship:a:s1/y.cast") is None
+    assert store.get_progress("ship:a:s10/x.cast") == 7 and store.get_progress("ship:a:s1_/x") == 8
+    counter = store.change_counter()
+    assert store.delete_progress("ship:a:s1/") == 0
+    assert store.delete_progress("ship:a:s%") == 0  # a prefix is literal: no wildcards
+    assert store.change_counter() == counter
+    with pytest.raises(ValueError):
+        store.delete_progress("")
+
+
 _property_keys = iter(range(10**9))
 
 

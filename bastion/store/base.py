@@ -199,6 +199,13 @@ class Store(ABC):
     def set_progress(self, key: str, offset: int) -> int:
         """Record an acknowledged offset; never moves backwards. Returns the stored offset."""
 
+    @abstractmethod
+    def delete_progress(self, prefix: str) -> int:
+        """Forget every offset whose key starts with prefix (non-empty; ValueError otherwise); how many.
+
+        The shipper calls it once a recording has left the spool, so the state does not grow forever.
+        """
+
     # Small keyed metadata (config snapshot, etc.)
     @abstractmethod
     def get_meta(self, key: str) -> Any: ...

@@ -456,6 +456,17 @@ class PostgresStore(Store):
 
         return self._write("recording progress", "progress", advance)
 
+    def delete_progress(self, prefix: str) -> int:
+        if not prefix:
+            raise ValueError("delete_progress needs a non-empty prefix")
+
+        def delete(cur: psycopg.Cursor[Any]) -> tuple[int, bool]:
+            # left() rather than LIKE: a prefix is literal, "%" and "_" in it are not wildcards
+            cur.execute("DELETE FROM bastion_progress WHERE left(key, %s) = %s", (len(prefix), prefix))
+            return cur.rowcount, cur.rowcount > 0
+
+        return self._write("forgetting progress", "progress", delete)
+
     # ------------------------------------------------------------------ metadata
 
     def get_meta(self, key: str) -> Any:

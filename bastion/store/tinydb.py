@@ -399,6 +399,16 @@ class TinyDBStore(Store):
             self._table(db, "progress").upsert({"key": key, "offset": offset}, Query().key == key)
             return offset
 
+    def delete_progress(self, prefix: str) -> int:
+        if not prefix:
+            raise ValueError("delete_progress needs a non-empty prefix")
+        with self._write() as db:
+            table = self._table(db, "progress")
+            docs = table.search(Query().key.test(lambda k: isinstance(k, str) and k.startswith(prefix)))
+            if docs:  # removing nothing must not count as a change
+                table.remove(doc_ids=[doc.doc_id for doc in docs])
+            return len(docs)
+
     # ------------------------------------------------------------------ metadata
 
     def get_meta(self, key: str) -> Any:

@@ -86,6 +86,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from bastion.audit.signing import SigningKeyError, load_public_key
     from bastion.audit.verify import verify_log
 
+    config: Config | None = None
     if args.path and args.key:
         log_path, key_path = Path(args.path), Path(args.key)
     else:
@@ -99,13 +100,41 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if not log_path.exists():
         raise Fail(f"{log_path}: no audit log there")
     report = verify_log(log_path, public_key)
+    code = 0
     if report.ok:
         counts = f"{report.events} events, {report.checkpoints} checkpoints, last seq {report.last_seq}"
         print(f"{log_path}: OK — {counts}")
-        return 0
-    assert report.problem is not None
-    print(f"{log_path}: FAILED — {report.problem.message}")
-    return 1
+    else:
+        assert report.problem is not None
+        print(f"{log_path}: FAILED — {report.problem.message}")
+        code = 1
+    # recording: casts against their signed manifests (bastion/recording/verify.py)
+    from bastion.recording.verify import print_report, recordings_dir, verify_recordings
+
+    directory = recordings_dir(args.recordings, log_path, config)
+    if directory is not None:
+        recordings = verify_recordings(directory, [public_key], log_path, complete=args.complete)
+        print_report(recordings)
+        code = code or (0 if recordings.ok else 1)
+    return code
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    """Drain the spool to the sink: end and seal dead sessions, ship, verify, apply retention."""
+    from bastion.recording.ship import run_ship
+    from bastion.session import SessionError, connect_store, open_audit_log
+
+    config = _load(args)
+    try:
+        store = connect_store(config)
+        audit = open_audit_log(config)
+    except SessionError as exc:
+        raise Fail(str(exc)) from None
+    try:
+        return run_ship(config, store, audit, once=args.once, interval=max(0.2, args.interval))
+    finally:
+        store.close()
+        audit.close()
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -228,7 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("path", nargs="?", help="audit log (default: audit.log from the config)")
     verify.add_argument("--key", help="public key file (default: audit.signing_key + .pub)")
+    verify.add_argument(
+        "--recordings", metavar="DIR", help="session recordings to check (default: sessions/ beside audit/)"
+    )
+    verify.add_argument(
+        "--complete", action="store_true", help="every recording the log says was sealed must be in DIR"
+    )
     verify.set_defaults(func=cmd_audit_verify)
+
+    ship = sub.add_parser(
+        "ship", parents=[common], help="ship the spool's recordings and audit log to the sink (a service)"
+    )
+    ship.add_argument("--once", action="store_true", help="one pass, then exit (what every login nudges)")
+    ship.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between passes")
+    ship.set_defaults(func=cmd_ship)
 
     policy = sub.add_parser("policy", help="policy commands")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)

@@ -58,11 +58,20 @@ FRONTEND = "tui.app"
 
 
 def _interactive(session: Session, store: Store) -> int:
-    """The TUI on the user's terminal; the session ends however the TUI does (quit, idle, hangup, crash)."""
+    """The TUI on a pty that the recorder relays and records (bastion/recording/recorder.py): it checks the
+    recording can be kept, starts the session, forks, and runs `_frontend` in the child."""
+    from bastion.recording.recorder import run_interactive
+
+    return run_interactive(session, _frontend)
+
+
+def _frontend(session: Session) -> int:
+    """The TUI on the recorded terminal; the session ends however the TUI does (quit, idle, hangup, crash)."""
+    store = session.store
     status, reason, code = "abnormal", "the TUI stopped unexpectedly", 1
     try:
         run_tui = importlib.import_module(FRONTEND).run_tui
-        if session.config.oidc is None:
+        if session.config.oidc is None and not session.started_at:
             session.start()
         outcome = run_tui(session)
         status, reason = outcome.status, outcome.reason
@@ -94,6 +103,9 @@ def login(config: Config, key_fingerprint: str) -> int:
         return 1
     command = os.environ.get("SSH_ORIGINAL_COMMAND")
     no_terminal = command is None and not (sys.stdin.isatty() and sys.stdout.isatty())
+    from bastion.recording.ship import nudge
+
+    nudge(config)  # a detached `bastion ship --once`: leftovers of dead sessions ship; never waited for
     words = None
     usage_error = None
     if command is not None:
@@ -124,21 +136,29 @@ def login(config: Config, key_fingerprint: str) -> int:
     for signum in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, _raise_hangup)
     status, reason, code = "ended", "", 1
+    recording = None  # recording: headless runs are recorded too (their output as a cast)
     try:
         if config.oidc is not None and not _oidc_step(session):
             return 1
+        from bastion.recording.recorder import HeadlessRecording
+
+        pending = HeadlessRecording.preflight(session)
         session.start({"command": words[0] if words else None})
+        recording = pending
+        recording.attach()
+        out, err = recording.streams(sys.stdout, sys.stderr)
         if usage_error is not None:
             session.event("headless_refused", {"reason": usage_error.splitlines()[0]})
-            _err(usage_error)
+            err.write(f"bastion: {usage_error}\n")
             code = 2
         else:
             try:
-                code = headless.run(session, command)
+                code = headless.run(session, command, out, err)
             except headless.UsageError as exc:
                 session.event("headless_refused", {"reason": str(exc).splitlines()[0]})
-                _err(str(exc))
+                err.write(f"bastion: {exc}\n")
                 code = 2
+        err.flush()
     except _Hangup as exc:
         status, reason = "abnormal", f"{exc} received"
     except SessionError as exc:
@@ -149,5 +169,7 @@ def login(config: Config, key_fingerprint: str) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if session.started_at:
             session.end(status, reason)
+        if recording is not None:
+            recording.finish(status)
         store.close()
     return code

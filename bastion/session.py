@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,17 +70,32 @@ class Session:
     oidc: dict[str, str] | None = None  # issuer, subject, binding outcome when OIDC is on
     started_at: float = 0.0
     ended: bool = False
+    # Recording (bastion/recording) sets these; None for an unrecorded session (tests, tools). on_event sees
+    # every audit record this session writes (markers, first/last seq); transcript gets each SQL statement
+    # outcome (the SQL channel cast); recording answers poll() -> (header status, end reason or None).
+    on_event: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    transcript: Callable[[Any, Any], None] | None = field(default=None, repr=False)
+    recording: Any = field(default=None, repr=False)
+    first_seq: int | None = None  # of this session's first event (the manifest's first audit seq)
 
     def roles(self, now: float | None = None) -> RoleSet:
         """Recomputed on every call: grants are checked when used."""
         return role_set(self.config, self.store, self.user, groups=self.groups, now=now)
 
     def event(self, type: str, payload: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
-        return self.audit.append(type, payload, session=self.id, user=self.user.name, durable=durable)
+        record = self.audit.append(type, payload, session=self.id, user=self.user.name, durable=durable)
+        if self.first_seq is None:
+            self.first_seq = int(record["seq"])
+        if self.on_event is not None:
+            self.on_event(record)
+        return record
 
     def start(self, extra: dict[str, Any] | None = None) -> None:
         self.started_at = time.time()
-        record_config_change(self.config, self.store, self.audit, session=self.id, user=self.user.name)
+        user = self.user.name
+        changed = record_config_change(self.config, self.store, self.audit, session=self.id, user=user)
+        if changed is not None and self.first_seq is None:
+            self.first_seq = int(changed["seq"])
         self.store.add_session(
             SessionRecord(
                 id=self.id,

@@ -9,7 +9,6 @@ assuming the earlier ones ran.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -54,7 +53,6 @@ def _lineage() -> ModuleType:
 
 
 CATALOG_TTL_S = 10.0
-_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
 FIRST_ROWS = 1000
 
 
@@ -245,7 +243,7 @@ class SqlPipeline:
             decision = Decision(Verdict.BLOCK, (str(exc),), (), _parser().classify(text), "none")
             seq = self._verdict_event(index, decision)
             return StatementResult(index, text, decision, "blocked", seq, error=str(exc))
-        classification = _parser().classify(text)
+        classification = self._with_catalog_findings(_parser().classify(text))
         decision = decide(policy, classification)
         grant = None
         if decision.verdict is Verdict.NEEDS_APPROVAL:
@@ -268,6 +266,25 @@ class SqlPipeline:
             self.record_outcome(result, None)
             return result
         return self._execute(index, text, decision, verdict_seq, first_rows, allowed.roles)
+
+    def _with_catalog_findings(self, classification: Classification) -> Classification:
+        """What only the schema shows: `t.f` on a table without a column f is the call f(t)."""
+        if classification.tree is None or self.catalog is None:
+            return classification
+        from bastion.policy.catalog_checks import function_call_notation
+        from bastion.policy.classes import SEVERITY
+
+        found = list(function_call_notation(classification.tree, self._refresh_catalog()))
+        if not found:
+            return classification
+        classes = set(classification.classes) | {cls for cls, _, _ in found}
+        return replace(
+            classification,
+            classes=frozenset(classes),
+            sql_class=max(classes, key=SEVERITY.__getitem__),
+            reasons=(*(reason for _, reason, _ in found), *classification.reasons),
+            opaque_functions=classification.opaque_functions | {name for _, _, name in found},
+        )
 
     def approvals(self) -> Approvals:
         """Requests and grants for this session's user (the approvals module loads with its first use)."""
@@ -382,7 +399,7 @@ class SqlPipeline:
             outputs = self._lineage(classification, catalog)
             lineage = [out.sources for out in outputs]
             lineage_reason = "; ".join(r for out in outputs for r in out.reasons if out.sources is None)[:200]
-        return decide_columns(
+        decisions = decide_columns(
             [c.name for c in columns],
             origins=[self._origin(catalog, c) for c in columns],
             lineage=lineage,
@@ -392,6 +409,35 @@ class SqlPipeline:
             type_oids=[c.type_oid for c in columns],
             lineage_reason=lineage_reason,
         )
+        if reads_sensitive and lineage is not None and classification.tree is not None:
+            self._mask_obfuscated(classification, catalog, rules, decisions, lineage)
+        return decisions
+
+    def _mask_obfuscated(
+        self,
+        classification: Classification,
+        catalog: Catalog,
+        rules: tuple[MaskRule, ...],
+        decisions: list[ColumnDecision],
+        lineage: list[frozenset[tuple[str, str]] | None],
+    ) -> None:
+        """Encoded, hashed, reversed or cut text from a table with sensitive columns is masked: the value
+        detectors are the wall for its unlisted columns (free text, JSON), and they cannot read base64."""
+        from bastion.policy.catalog_checks import uses_obfuscation
+
+        if not uses_obfuscation(classification.tree):
+            return
+        for decision, sources in zip(decisions, lineage, strict=False):
+            if decision.masked or not sources:
+                continue
+            for table, _column in sources:
+                info = catalog.resolve(table)
+                if info is not None and self._relation_sensitive(info, catalog, rules):
+                    decision.masked, decision.style = True, "full"
+                    decision.reasons.append(
+                        f"encoded or cut data from {table}, which holds sensitive columns"
+                    )
+                    break
 
     def _lineage(self, classification: Classification, catalog: Catalog) -> list[lineage_mod.OutputColumn]:
         """Lineage, cached by the statement's shape: literals never change where a value comes from."""
@@ -417,6 +463,8 @@ class SqlPipeline:
             return True
         from sqlglot import exp
 
+        from bastion.policy.catalog_checks import exposes_data
+
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         for table in tree.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier):
@@ -428,9 +476,9 @@ class SqlPipeline:
                 continue
             info = catalog.resolve(parts)
             if info is None:
-                if catalog.is_system(parts):
+                if catalog.is_system(parts) and not exposes_data(catalog, parts):
                     continue
-                return True
+                return True  # unknown, or a system view that samples every table's data (pg_stats)
             if self._relation_sensitive(info, catalog, rules):
                 return True
         return False
@@ -464,22 +512,14 @@ class SqlPipeline:
 
     def error_text(self, exc: TargetError, result: StatementResult) -> str:
         """What the user sees of a server error. Detectors run over it; when the statement reads sensitive
-        data the DETAIL is dropped and every quoted value that is not part of the statement itself is
-        elided (`ssn::int` would otherwise print the SSN in "invalid input syntax")."""
+        data the DETAIL is dropped and values the message echoes are cut (`ssn::int` would otherwise print
+        the SSN in "invalid input syntax")."""
+        from bastion.policy.catalog_checks import elide_values
+
         message = str(exc)
         if not self._error_touches_sensitive(result):
             return redact_error(f"{message} — {exc.detail}" if exc.detail else message)
-        statement = result.text.lower()
-
-        def elide(match: re.Match[str]) -> str:
-            inner = match.group(0)[1:-1]
-            return (
-                match.group(0)
-                if inner and inner.lower() in statement
-                else f"{match.group(0)[0]}…{match.group(0)[0]}"
-            )
-
-        return redact_error(_QUOTED.sub(elide, message))
+        return redact_error(elide_values(message, exc.sqlstate, result.text))
 
     def _error_touches_sensitive(self, result: StatementResult) -> bool:
         if self.catalog is None:
@@ -564,3 +604,6 @@ class SqlPipeline:
         result.outcome_seq = int(event["seq"])
         if self._running is result:
             self._running = None
+        # recording: the SQL transcript channel cast (bastion/recording/channel.py), once per outcome
+        if self.session.transcript is not None:
+            self.session.transcript(self, result)

@@ -78,19 +78,22 @@ def first_frame(argv: list[str], *, open_pane: bool = False) -> tuple[float, int
 
 
 def session_rss() -> int | None:
-    """VmRSS of the `bastion login` process serving the session."""
+    """Memory of the session: the `bastion login` processes serving it — the recorder and its TUI child
+    (recording: bastion/recording/recorder.py) — as the sum of their PSS, so pages they share (the child is
+    a fork) count once; kB."""
+    total = None
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             if b"login" in cmdline and b"--key" in cmdline:
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1])
+                for line in (entry / "smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total = (total or 0) + int(line.split()[1])
         except OSError:
             continue
-    return None
+    return total
 
 
 def main() -> None:
@@ -136,7 +139,7 @@ def main() -> None:
         print(f"ssh → first TUI frame: median {median:.0f} ms, best {best:.0f} ms ({runs} runs; goal 600 ms)")
         print(f"ssh → headless whoami done: median {h * 1000:.0f} ms   ratio TUI/headless {f / h:.2f}x")
         print(
-            f"RSS of one idle session with one SQL pane open: {rss / 1024:.1f} MB (goal ≤ 60 MB)"
+            f"memory (PSS) of one idle session with one SQL pane open: {rss / 1024:.1f} MB (goal ≤ 60 MB)"
             if rss
             else "RSS: n/a"
         )

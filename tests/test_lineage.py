@@ -6,7 +6,7 @@ must never show up in a result column whose lineage leaves their column out. Ran
 pieces go through the same oracles, and random junk must never make lineage raise.
 """
 
-# ruff: noqa: S608 - the corpora are SQL built from fixed fragments; building SQL is the point here
+
 
 from __future__ import annotations
 

@@ -95,6 +95,9 @@ class BastionApp(App[Outcome]):
     def on_mount(self) -> None:
         self.refresh_header()
         self.set_interval(HEADER_REFRESH_S, self.refresh_header)
+        if self.session.recording is not None:  # the recorder's status in the header, within a second
+            self.poll_recording()
+            self.set_interval(1.0, self.poll_recording)
         if self.idle_timeout_s > 0:
             self.set_interval(min(IDLE_CHECK_S, self.idle_timeout_s), self.end_if_idle)
         loop = asyncio.get_running_loop()
@@ -303,6 +306,18 @@ class BastionApp(App[Outcome]):
             if pane.pipeline is not None:
                 pane.pipeline.cancel()
         self.exit(Outcome("hangup", f"{signame} received: the SSH connection ended"))
+
+    def poll_recording(self) -> None:
+        """Recording status from the recorder; a recording that can no longer be kept ends the session."""
+        if not self.screen_stack:
+            return
+        status, end = self.session.recording.poll()
+        self.base.query_one(SessionHeader).recording = status
+        if end is not None:
+            for pane in self.base.query(SqlPane):
+                if pane.pipeline is not None:
+                    pane.pipeline.cancel()
+            self.exit(Outcome("abnormal", end))
 
     def end_if_idle(self) -> None:
         idle = time.monotonic() - self.last_activity

@@ -47,7 +47,10 @@ def test_example_config_passes_check() -> None:
     assert config.connections["pg-guarded"].policy == "guarded"
     assert config.policies["shop-dba"].tables == {"public.orders": "approve"}
     assert {r.pattern for r in config.masking.columns} == {
-        "customers.email", "customers.ssn", "customers.phone", "customers.card_number"
+        "customers.email",
+        "customers.ssn",
+        "customers.phone",
+        "customers.card_number",
     }
     assert config.connections["app-server"].host_key is not None
     assert config.recording.free_space_floor == 1024**3

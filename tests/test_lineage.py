@@ -6,8 +6,6 @@ must never show up in a result column whose lineage leaves their column out. Ran
 pieces go through the same oracles, and random junk must never make lineage raise.
 """
 
-
-
 from __future__ import annotations
 
 import statistics

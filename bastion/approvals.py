@@ -98,6 +98,7 @@ class Approvals:
         roles = self._roles(requester)
         if connection not in usable_connections(self.config, roles):
             raise ApprovalError(f"{requester} may not use {connection}; request elevation to it first")
+        self._check_needs_approval(connection, statement)
         rule = self.config.approvals.rule_for(connection)
         now = self.now()
         request = Request(
@@ -113,6 +114,22 @@ class Approvals:
             statement_sha256=statement_hash(statement),
         )
         return self._file(request)
+
+    def _check_needs_approval(self, connection: str, statement: str) -> None:
+        """Only statements the policy holds for approval can be requested: a blocked one stays blocked
+        whoever approves it, and one that is allowed needs no request."""
+        from bastion.policy.sql import classify, split_statements
+        from bastion.policy.verdict import Verdict, decide
+
+        statements = split_statements(statement)
+        if len(statements) != 1:
+            raise ApprovalError("request one statement at a time")
+        policy = self.config.policies[self.config.connections[connection].policy]
+        verdict = decide(policy, classify(statements[0])).verdict
+        if verdict is Verdict.BLOCK:
+            raise ApprovalError(f"this statement is blocked on {connection}; approval cannot change that")
+        if verdict is Verdict.ALLOW:
+            raise ApprovalError(f"this statement runs on {connection} without approval")
 
     def request_elevation(self, requester: str, target: str, duration_s: float, reason: str) -> Request:
         """File a request for a role or a connection for a while, within what the requester may ask for."""

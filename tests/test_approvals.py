@@ -42,9 +42,16 @@ class Events(list[tuple[str, dict[str, Any]]]):
         return [t for t, _ in self]
 
 
+def guarded_config(tmp_path: Path, extra: str = "") -> Config:
+    """The test config with alice's pg-readonly under the guarded preset: writes there need approval."""
+    path = write_config(tmp_path, extra=CAROL + extra)
+    path.write_text(path.read_text().replace('policy = "readonly"', 'policy = "guarded"', 1))
+    return load_config(path)
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return load_config(write_config(tmp_path, extra=CAROL))
+    return guarded_config(tmp_path)
 
 
 def make(config: Config, tmp_path: Path, clock: Clock | None = None) -> tuple[Approvals, Events]:
@@ -104,7 +111,7 @@ def test_deny_needs_reason_and_ends_request(config: Config, tmp_path: Path) -> N
 
 
 def test_min_approvers_distinct(tmp_path: Path) -> None:
-    config = load_config(write_config(tmp_path, extra=CAROL + "\n[approvals]\nmin_approvers = 2\n"))
+    config = guarded_config(tmp_path, "\n[approvals]\nmin_approvers = 2\n")
     approvals, _ = make(config, tmp_path)
     request = approvals.request_statement("alice", "pg-readonly", "DELETE FROM orders WHERE id = 3", "dup")
     assert approvals.decide(request.id, "bob", "approve", "ok").state == "pending"
@@ -153,6 +160,16 @@ def test_elevation_request_grants_access_until_it_expires(config: Config, tmp_pa
     approvals.decide(request.id, "bob", "approve", "go")
     assert access(config, approvals.store, "alice", "pg-guarded", now=clock.t + 1).allowed
     assert not access(config, approvals.store, "alice", "pg-guarded", now=clock.t + 601).allowed
+
+
+def test_only_held_statements_can_be_requested(config: Config, tmp_path: Path) -> None:
+    approvals, _ = make(config, tmp_path)
+    with pytest.raises(ApprovalError, match="without approval"):
+        approvals.request_statement("alice", "pg-readonly", "SELECT 1", "x")
+    with pytest.raises(ApprovalError, match="blocked"):
+        approvals.request_statement("alice", "pg-readonly", "SELECT pg_read_file('/etc/passwd')", "x")
+    with pytest.raises(ApprovalError, match="one statement"):
+        approvals.request_statement("alice", "pg-readonly", "DELETE FROM orders; DELETE FROM customers", "x")
 
 
 def test_cancel_only_by_requester(config: Config, tmp_path: Path) -> None:
@@ -204,7 +221,7 @@ def test_state_machine_properties(
     tmp_path_factory: pytest.TempPathFactory, actions: list[tuple[str, str, int]]
 ) -> None:
     tmp_path = tmp_path_factory.mktemp("sm")
-    config = load_config(write_config(tmp_path, extra=CAROL))
+    config = guarded_config(tmp_path)
     clock = Clock()
     approvals, events = make(config, tmp_path, clock)
     statements = ["DELETE FROM orders WHERE id = " + str(i) for i in range(4)]

@@ -11,6 +11,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.shopdb import Shop, create_shop
+
 ADMIN_DSN = os.environ.get("BASTION_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -27,3 +29,9 @@ def pg_dsn() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def shop(pg_dsn: str) -> Iterator[Shop]:
+    """The sample shop (schema, planted PII, login roles) in this run's database, rebuilt per test module."""
+    yield from create_shop(pg_dsn)

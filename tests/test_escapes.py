@@ -30,7 +30,7 @@ from bastion.audit.log import read_events
 from bastion.config import load_config
 from bastion.identity.keys import parse_public_key
 from tests.configs import ALICE_KEY, BOB_KEY, ssh_keypair
-from tests.shopdb import PLANTED, Shop, create_shop, shop_config
+from tests.shopdb import PLANTED, Shop, shop_config
 from tests.sshd import (
     Sshd,
     Workspace,
@@ -163,11 +163,6 @@ def _write_payloads(evil: Path, markers: Path) -> None:
         subprocess.run(
             ["gcc", "-shared", "-fPIC", "-o", str(evil / "preload.so"), str(source)], check=True
         )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture(scope="module")

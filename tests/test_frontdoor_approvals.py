@@ -12,16 +12,11 @@ import psycopg
 import pytest
 
 from tests.configs import ALICE_KEY, BOB_KEY, ssh_keypair
-from tests.shopdb import Shop, create_shop, shop_config
+from tests.shopdb import Shop, shop_config
 from tests.sshd import Sshd, make_workspace, service_account, sshd_unavailable_reason, start_sshd
 
 REASON = sshd_unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture(scope="module")

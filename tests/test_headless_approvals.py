@@ -17,16 +17,11 @@ import pytest
 from bastion.config import Config, load_config
 from bastion.identity.keys import parse_public_key
 from tests.configs import ALICE_KEY, BOB_KEY, secret
-from tests.shopdb import Shop, create_shop, shop_config
+from tests.shopdb import Shop, shop_config
 from tests.test_headless_exec import Run
 
 ALICE = parse_public_key(ALICE_KEY).fingerprint
 BOB = parse_public_key(BOB_KEY).fingerprint
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 class Hook(BaseHTTPRequestHandler):

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from bastion.config import Config
 from bastion.identity.keys import parse_public_key
 from bastion.login import login
 from tests.configs import ALICE_KEY, BOB_KEY
-from tests.shopdb import PLANTED, Shop, create_shop, shop_config
+from tests.shopdb import PLANTED, Shop, shop_config
 
 ALICE_FP = parse_public_key(ALICE_KEY).fingerprint
 BOB_FP = parse_public_key(BOB_KEY).fingerprint
@@ -45,11 +44,6 @@ def planted_secrets() -> list[str]:
 def assert_no_planted(text: str) -> None:
     for value in planted_secrets():
         assert value not in text, f"planted value {value!r} leaked"
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bastion.audit.log import read_events
 from bastion.sql_pipeline import SqlPipeline
 from bastion.store.base import Grant
-from tests.shopdb import PLANTED, Shop, create_shop, open_session, shop_config
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
+from tests.shopdb import PLANTED, Shop, open_session, shop_config
 
 
 def phones(session_user_elevated: bool, tmp_path: Path, shop: Shop) -> tuple[list[str], list[dict]]:

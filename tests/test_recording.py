@@ -9,7 +9,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ from tests.recording_helpers import (
     recording_config,
     session_dirs,
 )
-from tests.shopdb import PLANTED, Shop, create_shop, shop_config
+from tests.shopdb import PLANTED, Shop, shop_config
 
 SENSITIVE = [str(row[k]) for row in PLANTED for k in ("email", "ssn", "phone", "card_number")]
 
@@ -217,11 +216,6 @@ def test_a_role_turns_input_recording_on_and_passwords_stay_out(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------- headless and the SQL transcript
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 def test_headless_exec_is_recorded_with_a_masked_sql_transcript(

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, TabbedContent, TextArea
 from bastion.config import Config
 from bastion.session import Session
 from tests.configs import BOB_KEY
-from tests.shopdb import Shop, create_shop, open_session, shop_config
+from tests.shopdb import Shop, open_session, shop_config
 from tui.app import BastionApp, Outcome, header_text
 from tui.widgets.connections import ConnectionsView
 from tui.widgets.sql_pane import SqlPane
@@ -32,11 +32,6 @@ groups = ["auditors"]
 auditor = true
 """
 CAROL_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFkOoW+Xy9793Acax7sWfAqQ8+unIGRq1zvTKi36uEwx carol@example"
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture

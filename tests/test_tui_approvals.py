@@ -4,7 +4,6 @@ pane, decided in bob's Approvals tab, and run from the pane exactly once; elevat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,15 +13,10 @@ from textual.widgets import DataTable, Input, Select, TextArea
 from bastion.approvals import Approvals
 from bastion.config import Config
 from tests.configs import BOB_KEY
-from tests.shopdb import Shop, create_shop, open_session, shop_config
+from tests.shopdb import Shop, open_session, shop_config
 from tests.test_tui import open_pane, run_sql, wait_idle
 from tui.app import BastionApp
 from tui.widgets.activity import ApprovalsView
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture

@@ -19,15 +19,10 @@ from psycopg.conninfo import conninfo_to_dict
 from bastion.audit.log import read_events
 from bastion.identity.keys import parse_public_key
 from tests.configs import ALICE_KEY, BOB_KEY
-from tests.shopdb import Shop, create_shop, shop_config
+from tests.shopdb import Shop, shop_config
 
 ALICE = parse_public_key(ALICE_KEY).fingerprint
 BOB = parse_public_key(BOB_KEY).fingerprint
-
-
-@pytest.fixture(scope="module")
-def shop(pg_dsn: str) -> Iterator[Shop]:
-    yield from create_shop(pg_dsn)
 
 
 @pytest.fixture(scope="module")

@@ -319,17 +319,22 @@ class Approvals:
 
     @staticmethod
     def _payload(request: Request) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "request": request.id, "kind": request.kind, "requester": request.requester,
-            "target": request.target, "state": request.state, "reason": request.reason,
-            "expires_at": request.expires_at,
-        }  # fmt: skip
-        if request.kind == "statement":
-            payload["statement"] = request.statement
-            payload["sha256"] = request.statement_sha256
-        else:
-            payload["duration_s"] = request.duration_s
-        return payload
+        return request_payload(request)
+
+
+def request_payload(request: Request) -> dict[str, Any]:
+    """A request as audit events and headless `--json` show it."""
+    payload: dict[str, Any] = {
+        "request": request.id, "kind": request.kind, "requester": request.requester,
+        "target": request.target, "state": request.state, "reason": request.reason,
+        "expires_at": request.expires_at,
+    }  # fmt: skip
+    if request.kind == "statement":
+        payload["statement"] = request.statement
+        payload["sha256"] = request.statement_sha256
+    else:
+        payload["duration_s"] = request.duration_s
+    return payload
 
 
 def requestable(config: Config, store: Store, user: str) -> set[str]:

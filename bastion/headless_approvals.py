@@ -31,18 +31,16 @@ def _approvals(session: Session) -> Approvals:
 
 
 def request_summary(request: Request) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": request.id, "kind": request.kind, "requester": request.requester, "target": request.target,
-        "state": request.state, "reason": request.reason, "created_at": request.created_at,
-        "expires_at": request.expires_at,
+    """The audit payload of a request, keyed by "id", with its creation time and decisions."""
+    from bastion.approvals import request_payload
+
+    payload = request_payload(request)
+    return {
+        "id": payload.pop("request"),
+        **payload,
+        "created_at": request.created_at,
         "decisions": [{k: d[k] for k in ("approver", "decision", "reason", "at")} for d in request.decisions],
-    }  # fmt: skip
-    if request.kind == "statement":
-        out["statement"] = request.statement
-        out["sha256"] = request.statement_sha256
-    else:
-        out["duration_s"] = request.duration_s
-    return out
+    }
 
 
 def _print(out: TextIO, request: Request, as_json: bool) -> None:

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 TIMEOUT_S = 3.0
 
 
+def slack_escape(text: str) -> str:
+    """Slack reads `<!channel>`, `<@U…>` and `<url|label>` in text: a requester's statement or reason must
+    not ping a channel or dress up a link in the approvers' chat. Slack's own escaping: & < >."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
     """The payload: Slack reads `text`; other receivers get the structured fields too."""
     if request.kind == "statement":
@@ -33,7 +39,7 @@ def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
         f"[{bastion}] {who} {subject} (request {request.id}, {request.state}; reason: {request.reason[:200]})"
     )
     return {
-        "text": text,
+        "text": slack_escape(text),
         "bastion": bastion,
         "event": what,
         "request": request.id,

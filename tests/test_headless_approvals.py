@@ -121,3 +121,12 @@ def test_webhook_failure_blocks_nothing(
     assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
     failed = [e for e in run.events() if e["type"] == "notify_failed"]
     assert len(failed) == 1 and "127.0.0.1:9" not in json.dumps(failed)
+
+
+def test_webhook_text_cannot_ping_or_link(run: Run) -> None:
+    """Hostile statement and reason text reaches the approvers' chat escaped, never as Slack markup."""
+    statement = "DELETE FROM orders WHERE id = 4 -- <!channel> <https://evil.example|approve here>"
+    assert run(f"request pg-guarded --reason '<!here> & urgent' -- {statement}") == 0
+    text = Hook.received[-1]["text"]
+    assert "<!channel>" not in text and "<!here>" not in text and "<https://" not in text
+    assert "&lt;!channel&gt;" in text and "&amp; urgent" in text

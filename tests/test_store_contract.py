@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bastion.identity.binding import BindingError, check_binding
+from bastion.identity.oidc import OidcIdentity
 from bastion.store import (
     AlreadyExists,
     Grant,
@@ -139,6 +141,20 @@ def test_bindings_crud(store: Store) -> None:
     assert store.get_binding("alice") is None
     store.delete_binding("alice")  # deleting nothing is fine
     assert store.get_binding("bob") == OidcBinding("bob", "https://idp", "sub-2", NOW, NOW + 60)
+
+
+def test_binding_compare_and_set(store: Store) -> None:
+    first = OidcBinding("alice", "https://idp", "sub-1", NOW, NOW + 3600)
+    rival = OidcBinding("alice", "https://idp", "sub-2", NOW, NOW + 3600)
+    assert store.replace_binding(None, first)
+    assert not store.replace_binding(None, rival)  # the second "first login" loses
+    assert store.get_binding("alice") == first
+    renewed = OidcBinding("alice", "https://idp", "sub-1", NOW + 5000, NOW + 8600)
+    assert not store.replace_binding(rival, renewed)  # stale expectation
+    assert store.replace_binding(first, renewed)
+    assert store.get_binding("alice") == renewed
+    with pytest.raises(ValueError, match="same user"):
+        store.replace_binding(renewed, OidcBinding("bob", "https://idp", "sub-1", NOW, NOW + 1))
 
 
 # ---------------------------------------------------------------- sessions
@@ -519,6 +535,14 @@ def _worker_main(role: str, raw: str) -> None:
         decision = {"approver": f"approver-{idx}", "decision": "approve", "reason": "", "at": NOW}
         won_request = store.update_request("r-race", 0, state="approved", decisions=[decision])
         print(json.dumps({"idx": idx, "grant": won_grant, "request": won_request is not None}))
+    elif role == "bind":
+        idx = args[1]
+        identity = OidcIdentity("https://idp", f"sub-{idx}", {}, [], NOW + 600)
+        try:
+            outcome = check_binding(store, "alice", identity, ttl_s=3600, now=NOW)
+        except BindingError:
+            outcome = "refused"
+        print(json.dumps({"idx": idx, "outcome": outcome}))
     elif role == "bulk":
         idx, n = args[1:]
         blob = "y" * 100_000
@@ -563,6 +587,22 @@ def test_racing_single_use_grant_and_request_cas(spec: Spec) -> None:
         final = store.get_request("r-race")
         assert final is not None and final.version == 1
         assert [d["approver"] for d in final.decisions] == [f"approver-{request_winners[0]}"]
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(60)
+def test_racing_first_oidc_logins_bind_one_account(spec: Spec) -> None:
+    """Simultaneous first logins of one user with different provider accounts: one binds, all others are
+    refused (a plain read-then-write would let several think they bound)."""
+    results = _run_together([_spawn("bind", spec, i) for i in range(12)])
+    outcomes = sorted(r["outcome"] for r in results)
+    assert outcomes == ["bound"] + ["refused"] * 11, outcomes
+    (winner,) = [r["idx"] for r in results if r["outcome"] == "bound"]
+    store = make_store(spec)
+    try:
+        bound = store.get_binding("alice")
+        assert bound is not None and bound.subject == f"sub-{winner}"
     finally:
         store.close()
 

@@ -24,5 +24,11 @@ def check_binding(store: Store, user: str, identity: OidcIdentity, *, ttl_s: flo
                 f"user {user} is bound to a different identity-provider account until the binding expires"
             )
         return "matched"
-    store.put_binding(OidcBinding(user, identity.issuer, identity.subject, now, now + ttl_s))
+    new = OidcBinding(user, identity.issuer, identity.subject, now, now + ttl_s)
+    if not store.replace_binding(current, new):
+        # Another login bound (or renewed) this user meanwhile: judge against what it stored.
+        winner = store.get_binding(user)
+        if winner is None or (winner.issuer, winner.subject) != (identity.issuer, identity.subject):
+            raise BindingError(f"user {user} was just bound to a different identity-provider account")
+        return "matched"
     return "bound"

@@ -106,6 +106,12 @@ def check_request_changes(changes: Mapping[str, Any]) -> None:
         raise ValueError(f"update_request cannot change {', '.join(bad)}")
 
 
+def check_binding_user(expected: OidcBinding | None, new: OidcBinding) -> None:
+    """A compare-and-set replaces one user's binding, never moves it to another user."""
+    if expected is not None and expected.user != new.user:
+        raise ValueError("a binding can only be replaced by one for the same user")
+
+
 def check_end_status(status: str) -> None:
     """A session leaves "running" only for a final status ("ended", "abnormal", "refused", …)."""
     if not status or status == "running":
@@ -122,6 +128,13 @@ class Store(ABC):
     @abstractmethod
     def put_binding(self, binding: OidcBinding) -> None:
         """Create or replace the binding of binding.user."""
+
+    @abstractmethod
+    def replace_binding(self, expected: OidcBinding | None, new: OidcBinding) -> bool:
+        """Store new only if new.user's binding is still expected (None = absent); True if stored.
+
+        Compare-and-set, so two first logins of one user with different provider accounts cannot both bind.
+        """
 
     @abstractmethod
     def delete_binding(self, user: str) -> None: ...

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import fields
+from dataclasses import astuple, fields
 from typing import Any, TypeVar
 
 import psycopg
@@ -41,6 +41,7 @@ from .base import (
     SessionRecord,
     Store,
     StoreError,
+    check_binding_user,
     check_end_status,
     check_limit,
     check_request_changes,
@@ -308,6 +309,29 @@ class PostgresStore(Store):
             return None, True
 
         self._write("storing a binding", "bindings", put)
+
+    def replace_binding(self, expected: OidcBinding | None, new: OidcBinding) -> bool:
+        values = (new.issuer, new.subject, new.bound_at, new.expires_at)
+
+        def replace(cur: psycopg.Cursor[Any]) -> tuple[bool, bool]:
+            if expected is None:
+                cur.execute(
+                    "INSERT INTO bastion_bindings (user_name, issuer, subject, bound_at, expires_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_name) DO NOTHING",
+                    (new.user, *values),
+                )
+            else:
+                cur.execute(
+                    "UPDATE bastion_bindings SET issuer = %s, subject = %s, bound_at = %s, expires_at = %s"
+                    " WHERE user_name = %s AND issuer = %s AND subject = %s AND bound_at = %s"
+                    " AND expires_at = %s",
+                    (*values, *astuple(expected)),
+                )
+            done = cur.rowcount == 1
+            return done, done
+
+        check_binding_user(expected, new)
+        return self._write("storing a binding", "bindings", replace)
 
     def delete_binding(self, user: str) -> None:
         def delete(cur: psycopg.Cursor[Any]) -> tuple[None, bool]:

@@ -40,6 +40,7 @@ from .base import (
     SessionRecord,
     Store,
     StoreError,
+    check_binding_user,
     check_end_status,
     check_limit,
     check_request_changes,
@@ -270,6 +271,16 @@ class TinyDBStore(Store):
     def put_binding(self, binding: OidcBinding) -> None:
         with self._write() as db:
             self._table(db, "bindings").upsert(asdict(binding), Query().user == binding.user)
+
+    def replace_binding(self, expected: OidcBinding | None, new: OidcBinding) -> bool:
+        check_binding_user(expected, new)
+        with self._write() as db:
+            doc = self._one(db, "bindings", "user", new.user)
+            current = None if doc is None else _decode(OidcBinding, doc, self._path, "binding")
+            if current != expected:
+                return False
+            self._table(db, "bindings").upsert(asdict(new), Query().user == new.user)
+            return True
 
     def delete_binding(self, user: str) -> None:
         with self._write() as db:

@@ -6,6 +6,7 @@ or undoes a request: it is recorded as an audit event and the caller moves on.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from bastion.store.base import Request
 
 TIMEOUT_S = 3.0
+ATTEMPTS = 2  # one retry: a receiver restarting or a dropped connection should not lose the notice
+RETRY_DELAY_S = 0.3
 
 
 def slack_escape(text: str) -> str:
@@ -50,6 +53,15 @@ def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
     }
 
 
+def _post(url: str, body: bytes) -> None:
+    req = urllib.request.Request(  # noqa: S310 - the caller checked the scheme
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as response:  # noqa: S310
+        if response.status >= 300:
+            raise urllib.error.HTTPError(url, response.status, "unexpected status", response.headers, None)
+
+
 def notify_request(session: Session, what: str, request: Request) -> bool:
     """POST the notification if a webhook is configured; True when delivered (or none is configured)."""
     path = session.config.approvals.webhook_url_file
@@ -60,15 +72,17 @@ def notify_request(session: Session, what: str, request: Request) -> bool:
         if not url.startswith(("https://", "http://")):
             raise ValueError("the webhook URL must be http(s)")
         body = json.dumps(message(session.config.bastion.name, what, request)).encode("utf-8")
-        req = urllib.request.Request(  # noqa: S310 - scheme checked above
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as response:  # noqa: S310
-            if response.status >= 300:
-                raise urllib.error.HTTPError(
-                    url, response.status, "unexpected status", response.headers, None
-                )
-        return True
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                _post(url, body)
+                return True
+            except urllib.error.HTTPError:
+                raise  # the receiver answered: retrying would not change its mind
+            except OSError:
+                if attempt == ATTEMPTS:
+                    raise
+                time.sleep(RETRY_DELAY_S)
+        return False  # not reached: the last attempt returns or raises
     except (OSError, ValueError, ConfigError, urllib.error.URLError) as exc:
         # The reason, never the URL: a webhook URL is a credential.
         reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__

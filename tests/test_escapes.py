@@ -9,6 +9,7 @@ unknown or disabled keys). Headless `exec` must return masked rows over both cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -342,7 +343,10 @@ class Canary:
                 conn.sendall(b"CANARY\n")
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), so the thread ends
         self.sock.close()
+        self.thread.join(timeout=5)
 
 
 @pytest.fixture

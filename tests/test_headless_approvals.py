@@ -44,6 +44,7 @@ def webhook() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -83,7 +84,8 @@ def test_statement_request_approve_run_once(run: Run, shop: Shop) -> None:
     events = [e["type"] for e in run.events()]
     for kind in ("approval_requested", "approval_decided", "grant_created", "grant_used"):
         assert kind in events
-    assert [h["event"] for h in Hook.received] == ["request", "approve"]
+    failures = [e["payload"] for e in run.events() if e["type"] == "notify_failed"]
+    assert [h["event"] for h in Hook.received] == ["request", "approve"], failures
     assert "asks for statement on pg-guarded" in Hook.received[0]["text"]
 
 
@@ -121,6 +123,38 @@ def test_webhook_failure_blocks_nothing(
     assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
     failed = [e for e in run.events() if e["type"] == "notify_failed"]
     assert len(failed) == 1 and "127.0.0.1:9" not in json.dumps(failed)
+
+
+class FlakyHook(Hook):
+    """Drops the first connection without an answer (a receiver restarting), then behaves."""
+
+    dropped: ClassVar[int] = 0
+
+    def handle(self) -> None:
+        if FlakyHook.dropped == 0:
+            FlakyHook.dropped += 1
+            self.connection.close()
+            return
+        super().handle()
+
+
+def test_webhook_retries_a_dropped_connection_once(
+    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = HTTPServer(("127.0.0.1", 0), FlakyHook)
+    Hook.received, FlakyHook.dropped = [], 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        secret(tmp_path / "secrets" / "webhook", f"http://127.0.0.1:{server.server_address[1]}/hook")
+        config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
+        run = Run(load_config(config.path), monkeypatch, capsys)
+        assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert FlakyHook.dropped == 1
+    assert [h["event"] for h in Hook.received] == ["request"]
+    assert not [e for e in run.events() if e["type"] == "notify_failed"]
 
 
 def test_webhook_text_cannot_ping_or_link(run: Run) -> None:

@@ -299,6 +299,37 @@ class Approvals:
                 return replace(grant, state="used", used_at=now)
         return None
 
+    # -- revoking
+
+    def revoke(self, grant_id: str, actor: str, reason: str) -> Grant:
+        """End an active grant early: its holder gives it back, or an approver for its target takes it
+        back (with a reason). Roles are read at the moment of use, so the next statement is refused."""
+        grant = self.store.get_grant(grant_id)
+        if grant is None:
+            raise ApprovalError(f"no grant {grant_id}")
+        own = grant.user == actor
+        if not own and grant.target not in approvable_targets(self.config, self._roles(actor)):
+            raise ApprovalError(f"{actor} does not hold a role that approves grants for {grant.target}")
+        reason = _check_reason(reason, required=not own)
+        now = self.now()
+        if not self.store.revoke_grant(grant.id, now):
+            raise ApprovalError(f"{grant_id} is no longer active")
+        self.event(
+            "grant_revoked",
+            {"grant": grant.id, "request": grant.request_id, "user": grant.user, "kind": grant.kind,
+             "target": grant.target, "by": actor, "reason": reason or "given back by its holder"},
+        )  # fmt: skip
+        return replace(grant, state="revoked")
+
+    def revocable_for(self, actor: str) -> list[Grant]:
+        """Active grants this user may end: their own, and those for targets they approve."""
+        targets = approvable_targets(self.config, self._roles(actor))
+        return [
+            g
+            for g in self.store.list_grants(None, active_at=self.now())
+            if g.user == actor or g.target in targets
+        ]
+
     # -- reading
 
     def pending_for(self, approver: str) -> list[Request]:

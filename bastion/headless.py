@@ -43,7 +43,7 @@ COMMANDS: dict[str, str] = {
     "connections": "the connections you may use, and those you may request",
     "exec": "run SQL through policy and masking: exec [--json] [--max-rows N] CONNECTION -- STATEMENT",
     "request": "ask approval: request CONN --reason T -- STATEMENT | request --elevate X --for 1h --reason T",
-    "approvals": "approvers: approvals [list | approve ID | deny ID] [--reason TEXT] [--json]",
+    "approvals": "approvals [list | approve ID | deny ID | grants | revoke GRANT] [--reason TEXT] [--json]",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NEEDS_APPROVAL = 0, 1, 2, 3

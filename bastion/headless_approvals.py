@@ -5,6 +5,8 @@
     approvals [list] [--json]
     approvals approve ID [--reason TEXT] [--json]
     approvals deny ID --reason TEXT [--json]
+    approvals grants [--json]                   active grants you hold or may revoke
+    approvals revoke GRANT_ID [--reason TEXT] [--json]   (a reason unless the grant is your own)
 
 The same Approvals core as the TUI: the rules, the no-self-approval rule and every audit event are there.
 Exit codes: 0 done, 1 refused (one line on stderr), 2 usage.
@@ -21,7 +23,7 @@ from bastion.units import format_duration, parse_duration
 if TYPE_CHECKING:
     from bastion.approvals import Approvals
     from bastion.session import Session
-    from bastion.store.base import Request
+    from bastion.store.base import Grant, Request
 
 
 def _approvals(session: Session) -> Approvals:
@@ -104,13 +106,32 @@ def run_request(session: Session, args: list[str], out: TextIO, err: TextIO) -> 
     return 0
 
 
+def grant_summary(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant": grant.id, "request": grant.request_id, "user": grant.user, "kind": grant.kind,
+        "target": grant.target, "state": grant.state, "granted_at": grant.granted_at,
+        "expires_at": grant.expires_at,
+    }  # fmt: skip
+
+
+def _print_grant(out: TextIO, grant: Grant, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps(grant_summary(grant), ensure_ascii=True) + "\n")
+        return
+    left = format_duration(max(0.0, grant.expires_at - time.time()))
+    head = f"{grant.id}  {grant.state:<8} {grant.kind:<9} {grant.user:<12} {grant.target:<16}"
+    out.write(f"{head} {left} left\n")
+
+
 def run_approvals(session: Session, args: list[str], out: TextIO, err: TextIO) -> int:
-    """`approvals [list | approve ID | deny ID]` for approvers."""
+    """`approvals [list | approve ID | deny ID | grants | revoke GRANT_ID]`."""
     from bastion.approvals import ApprovalError
     from bastion.headless import UsageError, _clean_line, _Parser
 
     parser = _Parser("approvals")
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny"])
+    parser.add_argument(
+        "action", nargs="?", default="list", choices=["list", "approve", "deny", "grants", "revoke"]
+    )
     parser.add_argument("id", nargs="?")
     parser.add_argument("--reason", default="")
     parser.add_argument("--json", action="store_true")
@@ -125,8 +146,27 @@ def run_approvals(session: Session, args: list[str], out: TextIO, err: TextIO) -
         if not pending and not opts.json:
             err.write("bastion: no pending requests you may decide\n")
         return 0
+    if opts.action == "grants":
+        grants = approvals.revocable_for(user)
+        for grant in grants:
+            _print_grant(out, grant, opts.json)
+        if not grants and not opts.json:
+            err.write("bastion: no active grants you hold or may revoke\n")
+        return 0
     if not opts.id:
-        raise UsageError(f"approvals {opts.action}: which request? approvals {opts.action} ID --reason TEXT")
+        what = "grant" if opts.action == "revoke" else "request"
+        raise UsageError(f"approvals {opts.action}: which {what}? approvals {opts.action} ID --reason TEXT")
+    if opts.action == "revoke":
+        try:
+            grant = approvals.revoke(opts.id, user, opts.reason)
+        except ApprovalError as exc:
+            err.write(f"bastion: revoke refused: {_clean_line(str(exc), 200)}\n")
+            return 1
+        from bastion.notify import notify_revoked
+
+        notify_revoked(session, grant, user, opts.reason)
+        _print_grant(out, grant, opts.json)
+        return 0
     try:
         request = approvals.decide(opts.id, user, opts.action, opts.reason)
     except ApprovalError as exc:

@@ -16,7 +16,7 @@ from bastion.units import format_duration
 
 if TYPE_CHECKING:
     from bastion.session import Session
-    from bastion.store.base import Request
+    from bastion.store.base import Grant, Request
 
 TIMEOUT_S = 3.0
 ATTEMPTS = 2  # one retry: a receiver restarting or a dropped connection should not lose the notice
@@ -64,6 +64,30 @@ def _post(url: str, body: bytes) -> None:
 
 def notify_request(session: Session, what: str, request: Request) -> bool:
     """POST the notification if a webhook is configured; True when delivered (or none is configured)."""
+    return _deliver(session, message(session.config.bastion.name, what, request), request.id, what)
+
+
+def notify_revoked(session: Session, grant: Grant, by: str, reason: str) -> bool:
+    """A grant ended early: approvers learn that access was taken back (or given back) and by whom."""
+    subject = f"{grant.kind} grant of {grant.user} on {grant.target}"
+    why = reason or "given back by its holder"
+    bastion = session.config.bastion.name
+    text = f"[{bastion}] Revoked by {by}: {subject} (grant {grant.id}; reason: {why[:200]})"
+    payload = {
+        "text": slack_escape(text),
+        "bastion": bastion,
+        "event": "revoke",
+        "request": grant.request_id,
+        "grant": grant.id,
+        "state": grant.state,
+        "requester": grant.user,
+        "target": grant.target,
+        "kind": grant.kind,
+    }
+    return _deliver(session, payload, grant.request_id, "revoke")
+
+
+def _deliver(session: Session, payload: dict[str, Any], request_id: str, what: str) -> bool:
     path = session.config.approvals.webhook_url_file
     if path is None:
         return True
@@ -71,7 +95,7 @@ def notify_request(session: Session, what: str, request: Request) -> bool:
         url = read_secret(path)
         if not url.startswith(("https://", "http://")):
             raise ValueError("the webhook URL must be http(s)")
-        body = json.dumps(message(session.config.bastion.name, what, request)).encode("utf-8")
+        body = json.dumps(payload).encode("utf-8")
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 _post(url, body)
@@ -87,6 +111,6 @@ def notify_request(session: Session, what: str, request: Request) -> bool:
         # The reason, never the URL: a webhook URL is a credential.
         reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__
         session.event(
-            "notify_failed", {"request": request.id, "event": what, "reason": reason}, durable=False
+            "notify_failed", {"request": request_id, "event": what, "reason": reason}, durable=False
         )
         return False

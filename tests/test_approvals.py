@@ -207,7 +207,7 @@ def test_two_approvers_at_once_one_outcome(config: Config, tmp_path: Path) -> No
 
 ACTIONS = st.lists(
     st.tuples(
-        st.sampled_from(["request", "approve", "deny", "use", "tick", "cancel", "self"]),
+        st.sampled_from(["request", "approve", "deny", "use", "tick", "cancel", "self", "revoke"]),
         st.sampled_from(["bob", "carol"]),
         st.integers(0, 3),
     ),
@@ -227,6 +227,7 @@ def test_state_machine_properties(
     statements = ["DELETE FROM orders WHERE id = " + str(i) for i in range(4)]
     requests: list[str] = []
     uses: dict[str, int] = {}
+    revoked: set[str] = set()
     for action, approver, index in actions:
         try:
             if action == "request":
@@ -242,10 +243,17 @@ def test_state_machine_properties(
                     approvals.cancel(rid, "alice")
                 else:
                     approvals.decide(rid, approver, action, "because")
+            elif action == "revoke":
+                grants = approvals.store.list_grants("alice")
+                if grants:
+                    grant = grants[index % len(grants)]
+                    approvals.revoke(grant.id, approver, "taken back")
+                    revoked.add(grant.id)
             elif action == "use":
                 grant = approvals.use_statement_grant("alice", "pg-readonly", statements[index])
                 if grant is not None:
                     assert grant.expires_at > clock.t, "used after expiry"
+                    assert grant.id not in revoked, "used after revocation"
                     uses[grant.id] = uses.get(grant.id, 0) + 1
             elif action == "tick":
                 clock.t += 3600 * (index + 1)
@@ -261,3 +269,5 @@ def test_state_machine_properties(
                 g.request_id == rid and g.state == "used" for g in approvals.store.list_grants("alice")
             )
     assert events.types().count("grant_used") == len(uses)
+    assert events.types().count("grant_revoked") == len(revoked)
+    assert all(approvals.store.get_grant(g).state == "revoked" for g in revoked)  # type: ignore[union-attr]

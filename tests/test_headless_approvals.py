@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 
 from bastion.config import Config, load_config
 from bastion.identity.keys import parse_public_key
+from bastion.store.base import Grant
+from bastion.store.tinydb import TinyDBStore
 from tests.configs import ALICE_KEY, BOB_KEY, secret
 from tests.shopdb import Shop, shop_config
 from tests.test_headless_exec import Run
@@ -103,6 +106,45 @@ def test_elevation_request(run: Run) -> None:
     assert request["kind"] == "elevation" and request["duration_s"] == 1800
     assert run(f"approvals approve {request['id']} --reason go", BOB) == 0
     assert run("whoami --json") == 0 and "dba" in json.loads(run.out)["roles"]
+
+
+def masked_columns(run: Run) -> list[str]:
+    assert run("exec --json pg-readonly -- SELECT phone FROM customers ORDER BY id LIMIT 1") == 0
+    return [m["column"] for m in run.records()[0]["masked"]]
+
+
+def test_elevation_revoked_early_by_an_approver_or_given_back(run: Run, config: Config) -> None:
+    assert run("request --elevate dba --for 2h --reason 'incident 8' --json") == 0
+    request_id = json.loads(run.out)["id"]
+    assert run(f"approvals approve {request_id} --reason go", BOB) == 0
+    assert masked_columns(run) == []  # dba is exempt from the phone mask
+    assert run("approvals grants --json") == 0
+    (mine,) = run.records()
+    assert (mine["user"], mine["target"], mine["state"]) == ("alice", "dba", "active")
+    assert run("approvals grants", BOB) == 0 and mine["grant"] in run.out
+    assert run(f"approvals revoke {mine['grant']}", BOB) == 1 and "reason" in run.err
+    assert run(f"approvals revoke {mine['grant']} --reason 'incident closed' --json", BOB) == 0
+    assert json.loads(run.out)["state"] == "revoked"
+    assert run("whoami --json") == 0 and "dba" not in json.loads(run.out)["roles"]
+    assert masked_columns(run) == ["phone"]  # the very next statement no longer has dba
+    assert run(f"approvals revoke {mine['grant']} --reason again", BOB) == 1 and "no longer active" in run.err
+    revoked = [e["payload"] for e in run.events() if e["type"] == "grant_revoked"]
+    assert [(e["grant"], e["by"], e["reason"]) for e in revoked] == [
+        (mine["grant"], "bob", "incident closed")
+    ]
+    assert Hook.received[-1]["event"] == "revoke" and "Revoked by bob" in Hook.received[-1]["text"]
+
+    # The holder gives a grant back without a reason; nobody else's is theirs to end.
+    assert run("request --elevate dba --for 1h --reason 'incident 9' --json") == 0
+    assert run(f"approvals approve {json.loads(run.out)['id']} --reason go", BOB) == 0
+    assert run("approvals grants --json") == 0
+    (again,) = run.records()
+    assert run(f"approvals revoke {again['grant']}") == 0 and "revoked" in run.out
+    store = TinyDBStore(Path(config.bastion.state.removeprefix("tinydb:")))
+    store.add_grant(Grant("g-bobs", "r-x", "bob", "elevation", "dba", time.time(), time.time() + 600))
+    assert run("approvals revoke g-bobs --reason mine-now") == 1 and "does not hold" in run.err
+    assert store.get_grant("g-bobs").state == "active"  # type: ignore[union-attr]
+    assert run("approvals revoke", BOB) == 2 and "which grant" in run.err
 
 
 def test_usage_and_refusals(run: Run) -> None:

@@ -307,6 +307,30 @@ def test_grant_add_get_list(store: Store) -> None:
     assert [x.id for x in store.list_grants("alice", active_at=NOW)] == ["elev", "g1", "expired", "at-edge"]
     assert [x.id for x in store.list_grants("bob", active_at=NOW)] == ["bobs"]
     assert store.list_grants("carol") == []
+    assert [x.id for x in store.list_grants(None, active_at=NOW)] == [
+        "elev",
+        "g1",
+        "expired",
+        "at-edge",
+        "bobs",
+    ]
+
+
+def test_revoke_grant_once_and_refusals(store: Store) -> None:
+    store.add_grant(grant("elev", kind="elevation", target="dba", statement_sha256=None))
+    store.add_grant(grant("stmt"))
+    assert store.revoke_grant("elev", NOW + 1) is True
+    assert store.revoke_grant("elev", NOW + 2) is False
+    revoked = store.get_grant("elev")
+    assert revoked is not None and revoked.state == "revoked"
+    assert [x.id for x in store.list_grants("alice", active_at=NOW + 3)] == ["stmt"]
+    assert store.revoke_grant("stmt", NOW) is True  # an approved, unused statement grant too
+    assert store.use_grant("stmt", NOW) is False
+    store.add_grant(grant("used", state="used", used_at=NOW))
+    store.add_grant(grant("short", expires_at=NOW + 10))
+    assert store.revoke_grant("used", NOW) is False
+    assert store.revoke_grant("short", NOW + 10) is False  # already expired
+    assert store.revoke_grant("unknown", NOW) is False
 
 
 def test_use_grant_single_use_and_refusals(store: Store) -> None:
@@ -416,6 +440,9 @@ def test_change_counter_bumps_on_every_write(store: Store) -> None:
         lambda: store.update_request("r1", 0, state="approved"),
         lambda: store.add_grant(grant("g1")),
         lambda: store.use_grant("g1", NOW),
+        lambda: store.add_grant(grant("g2", kind="elevation", statement_sha256=None)),
+        lambda: store.revoke_grant("g2", NOW),
+        lambda: store.replace_binding(None, OidcBinding("carol", "i", "s", NOW, NOW + 1)),
         lambda: store.set_progress("p", 1),
         lambda: store.set_progress("p", 2),
         lambda: store.cas_meta("m", None, 1),
@@ -432,6 +459,9 @@ def test_change_counter_bumps_on_every_write(store: Store) -> None:
         lambda: store.get_session("s1"),
         lambda: store.list_sessions(),
         lambda: store.list_grants("alice", active_at=NOW),
+        lambda: store.revoke_grant("nope", NOW),
+        lambda: store.revoke_grant("g2", NOW),
+        lambda: store.replace_binding(None, OidcBinding("carol", "i", "s9", NOW, NOW + 1)),
     ]
     counter = store.change_counter()
     assert counter == 0

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from textual.widgets import DataTable, Input, Select, TextArea
+from textual.widgets import DataTable, Input, Select, TabbedContent, TextArea
 
 from bastion.approvals import Approvals
+from bastion.audit.log import read_events
 from bastion.config import Config
 from tests.configs import BOB_KEY
 from tests.shopdb import Shop, open_session, shop_config
@@ -120,3 +121,54 @@ async def test_elevation_request_from_connections(config: Config) -> None:
     request = next(r for r in alice.store.list_requests(requester="alice") if r.kind == "elevation")
     assert request.duration_s == 45 * 60 and request.reason == "incident 12" and request.target == "dba"
     alice.end()
+
+
+async def test_grant_revoked_from_the_tab_and_given_back_from_the_palette(config: Config) -> None:
+    alice, bob = open_session(config), open_session(config, "bob", BOB_KEY)
+    core = Approvals(config, alice.store, alice.event)
+    for reason in ("incident 20", "incident 21"):
+        request = core.request_elevation("alice", "dba", 3600, reason)
+        Approvals(config, bob.store, bob.event).decide(request.id, "bob", "approve", "ok")
+    first, second = alice.store.list_grants("alice", active_at=time.time())
+    app = BastionApp(bob)
+    async with app.run_test(size=(140, 48)) as pilot:
+        await pilot.pause(0.3)
+        app.show_tab("approvals")
+        await pilot.pause(0.3)
+        # focus follows into the tab (left in the hidden one, it used to pull Connections back)
+        assert app.query_one("#tabs", TabbedContent).active == "approvals"
+        view = app.query_one(ApprovalsView)
+        assert view.query_one("#pending", DataTable).size.width > 40  # beside the detail, not squeezed
+        await until(pilot, lambda: [g.id for g in view.grants] == [first.id, second.id])
+        view.query_one("#grants", DataTable).focus()
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        await pilot.press("enter")  # revoking someone else's grant needs a reason: nothing happens
+        await pilot.pause(0.2)
+        assert alice.store.get_grant(first.id).state == "active"  # type: ignore[union-attr]
+        app.screen.query_one("#reason", Input).value = "incident 20 closed"
+        await pilot.press("enter")
+        await until(pilot, lambda: [g.id for g in view.grants] == [second.id])
+    assert alice.store.get_grant(first.id).state == "revoked"  # type: ignore[union-attr]
+    assert "dba" in alice.roles().roles  # the second grant still holds
+
+    # alice gives the other one back herself, from the command palette.
+    app = BastionApp(alice)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause()
+        assert app.my_elevations()
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"End my elevation")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: not app.my_elevations())
+    assert alice.store.get_grant(second.id).state == "revoked"  # type: ignore[union-attr]
+    assert "dba" not in alice.roles().roles
+    events = [e for e in read_events(config.audit.log) if e["type"] == "grant_revoked"]
+    assert [(e["payload"]["by"], e["payload"]["reason"]) for e in events] == [
+        ("bob", "incident 20 closed"),
+        ("alice", "given back by its holder"),
+    ]
+    alice.end()
+    bob.end()

@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 
 from bastion.identity.roles import approvable_targets, is_auditor, requestable_connections, usable_connections
 from bastion.session import Session
+from bastion.store.base import Grant
 from bastion.units import format_duration
 from tui.commands import BastionCommands
 from tui.widgets.activity import ApprovalsView, AuditView, StoreChanged
@@ -204,6 +205,27 @@ class BastionApp(App[Outcome]):
         notify_request(self.session, "request", request)
         self.call_from_thread(self.notify, f"Request {request.id} for {target} is pending approval.")
 
+    def my_elevations(self) -> list[Grant]:
+        return [g for g in self.session.roles().grants if g.kind == "elevation"]
+
+    @work(thread=True, group="requests")
+    def give_back_elevation(self) -> None:
+        """End the user's own active elevations now (no approver needed to give access back)."""
+        from bastion.approvals import ApprovalError, Approvals
+        from bastion.notify import notify_revoked
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        ended = []
+        for grant in self.my_elevations():
+            try:
+                ended.append(approvals.revoke(grant.id, self.session.user.name, ""))
+            except ApprovalError:
+                continue  # expired or revoked meanwhile: nothing left to give back
+            notify_revoked(self.session, ended[-1], self.session.user.name, "")
+        names = ", ".join(g.target for g in ended) or "nothing"
+        self.call_from_thread(self.notify, f"Elevation ended: {names}.")
+        self.call_from_thread(self.refresh_header)
+
     # -- what the user may use
 
     def connection_rows(self) -> list[ConnectionRow]:
@@ -285,6 +307,11 @@ class BastionApp(App[Outcome]):
             tabs.active = tab
         except ValueError:
             self.notify(f"No {tab} tab for your roles.", severity="warning")
+            return
+        # Focus moves into the new tab: left on a widget of the hidden tab, it would pull that tab back.
+        target = next((w for w in tabs.get_pane(tab).query("*") if w.focusable), None)
+        if target is not None:
+            target.focus()
 
     def action_show_tab(self, tab: str) -> None:
         self.show_tab(tab)

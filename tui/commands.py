@@ -21,6 +21,8 @@ class BastionCommands(Provider):
             ("Connections", "Show the connections tab", partial(app.show_tab, "connections")),
             ("Quit", "End this bastion session", app.action_quit),
         ]
+        if app.my_elevations():
+            out.append(("End my elevation", "Give back elevated access now", app.give_back_elevation))
         if app.is_approver:
             out.append(("Approvals", "Show the approvals tab", partial(app.show_tab, "approvals")))
         if app.is_auditor:

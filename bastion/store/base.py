@@ -189,8 +189,9 @@ class Store(ABC):
     def get_grant(self, grant_id: str) -> Grant | None: ...
 
     @abstractmethod
-    def list_grants(self, user: str, *, active_at: float | None = None) -> list[Grant]:
-        """All of a user's grants, or only those active (state active, expires_at > active_at) at active_at.
+    def list_grants(self, user: str | None, *, active_at: float | None = None) -> list[Grant]:
+        """All of a user's grants (user None: every user's), or only those active (state active,
+        expires_at > active_at) at active_at.
 
         Oldest first (granted_at, ties: the earlier added first).
         """
@@ -201,6 +202,13 @@ class Store(ABC):
 
         False for unknown, used, revoked or expired (expires_at <= now) grants, and for elevation grants,
         which are time-bound rather than single-use.
+        """
+
+    @abstractmethod
+    def revoke_grant(self, grant_id: str, now: float) -> bool:
+        """Atomically end an active, unexpired grant early (state revoked); True for exactly one caller.
+
+        False for unknown, used, already revoked or expired grants.
         """
 
     # Shipping progress

@@ -432,13 +432,24 @@ class PostgresStore(Store):
         )
         return rows[0] if rows else None
 
-    def list_grants(self, user: str, *, active_at: float | None = None) -> list[Grant]:
+    def list_grants(self, user: str | None, *, active_at: float | None = None) -> list[Grant]:
         query = _select(Grant, "bastion_grants") + sql.SQL(
-            " WHERE user_name = %s"
+            " WHERE (%s::text IS NULL OR user_name = %s)"
             " AND (%s::double precision IS NULL OR (state = 'active' AND expires_at > %s))"
             " ORDER BY granted_at, seq"
         )
-        return self._fetch("listing grants", query, (user, active_at, active_at), Grant)
+        return self._fetch("listing grants", query, (user, user, active_at, active_at), Grant)
+
+    def revoke_grant(self, grant_id: str, now: float) -> bool:
+        def revoke(cur: psycopg.Cursor[Any]) -> tuple[bool, bool]:
+            cur.execute(
+                "UPDATE bastion_grants SET state = 'revoked' "
+                "WHERE id = %s AND state = 'active' AND expires_at > %s",
+                (grant_id, now),
+            )
+            return cur.rowcount == 1, cur.rowcount == 1
+
+        return self._write("revoking a grant", "grants", revoke)
 
     def use_grant(self, grant_id: str, now: float) -> bool:
         def use(cur: psycopg.Cursor[Any]) -> tuple[bool, bool]:

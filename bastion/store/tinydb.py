@@ -369,12 +369,12 @@ class TinyDBStore(Store):
             doc = self._one(db, "grants", "id", grant_id)
             return None if doc is None else _decode(Grant, doc, self._path, "grant")
 
-    def list_grants(self, user: str, *, active_at: float | None = None) -> list[Grant]:
+    def list_grants(self, user: str | None, *, active_at: float | None = None) -> list[Grant]:
         with self._read() as db:
             docs = [
                 d
                 for d in self._table(db, "grants").all()
-                if d.get("user") == user
+                if (user is None or d.get("user") == user)
                 and (
                     active_at is None or (d.get("state") == "active" and d.get("expires_at", 0.0) > active_at)
                 )
@@ -393,6 +393,14 @@ class TinyDBStore(Store):
             ):
                 return False
             self._table(db, "grants").update({"state": "used", "used_at": now}, doc_ids=[doc.doc_id])
+            return True
+
+    def revoke_grant(self, grant_id: str, now: float) -> bool:
+        with self._write() as db:
+            doc = self._one(db, "grants", "id", grant_id)
+            if doc is None or doc.get("state") != "active" or not doc.get("expires_at", 0.0) > now:
+                return False
+            self._table(db, "grants").update({"state": "revoked"}, doc_ids=[doc.doc_id])
             return True
 
     # ------------------------------------------------------------------ shipping progress

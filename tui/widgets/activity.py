@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from bastion.session import Session
-from bastion.store.base import Request, SessionRecord
+from bastion.store.base import Grant, Request, SessionRecord
 from bastion.units import format_duration
 from tui.safe import clean, text
 
@@ -39,22 +39,29 @@ def _when(ts: float) -> Text:
 
 
 class ApprovalsView(Vertical):
-    """Pending requests this approver may decide (never their own), the selected one in detail, and
-    past decisions with a filter. a approves, d denies (a deny needs a reason)."""
+    """Pending requests this approver may decide (never their own), the selected one in detail, active
+    grants that may be ended early, and past decisions with a filter. a approves, d denies (a deny needs a
+    reason), r revokes the highlighted grant (with a reason)."""
 
     BINDINGS: ClassVar = [
         Binding("a", "decide('approve')", "Approve"),
         Binding("d", "decide('deny')", "Deny"),
+        Binding("r", "revoke", "Revoke grant"),
     ]
 
     class Loaded(Message):
         def __init__(
-            self, pending: list[Request], past: list[Request], reasons: dict[str, list[str]]
+            self,
+            pending: list[Request],
+            past: list[Request],
+            reasons: dict[str, list[str]],
+            grants: list[Grant],
         ) -> None:
             super().__init__()
             self.pending = pending
             self.past = past
             self.reasons = reasons
+            self.grants = grants
 
     class Decided(Message):
         def __init__(self, outcome: str) -> None:
@@ -67,6 +74,7 @@ class ApprovalsView(Vertical):
         self.pending: list[Request] = []
         self.past: list[Request] = []
         self.reasons: dict[str, list[str]] = {}
+        self.grants: list[Grant] = []
         self.known_ids: set[str] | None = None
 
     def compose(self) -> ComposeResult:
@@ -75,6 +83,9 @@ class ApprovalsView(Vertical):
             pending: DataTable[Text] = DataTable(id="pending", cursor_type="row", zebra_stripes=True)
             yield pending
             yield Static(Text("Select a request", "dim"), id="request-detail")
+        yield Static(Text("Active grants — r revoke", "bold"), classes="list-title")
+        grants: DataTable[Text] = DataTable(id="grants", cursor_type="row", zebra_stripes=True)
+        yield grants
         yield Static(Text("Past decisions", "bold"), classes="list-title")
         yield Input(placeholder="filter past decisions: state, requester, target or text", id="past-filter")
         past: DataTable[Text] = DataTable(id="past", cursor_type="row", zebra_stripes=True)
@@ -86,6 +97,9 @@ class ApprovalsView(Vertical):
         )
         self.query_one("#past", DataTable).add_columns(
             "id", "state", "requester", "target", "decided by", "when"
+        )
+        self.query_one("#grants", DataTable).add_columns(
+            "grant", "user", "kind", "target", "time left", "request"
         )
         self.reload()
 
@@ -110,7 +124,8 @@ class ApprovalsView(Vertical):
                 if conn is not None:
                     decision = decide(self.session.config.policies[conn.policy], classify(request.statement))
                     reasons[request.id] = [*decision.reasons, *decision.warnings]
-        self.post_message(self.Loaded(pending, past, reasons))
+        grants = approvals.revocable_for(self.session.user.name)
+        self.post_message(self.Loaded(pending, past, reasons, grants))
 
     def on_approvals_view_loaded(self, event: Loaded) -> None:
         new = {r.id for r in event.pending}
@@ -119,6 +134,7 @@ class ApprovalsView(Vertical):
             self.notify(f"{len(new - self.known_ids)} new request(s) to decide")
         self.known_ids = new
         self.pending, self.past, self.reasons = event.pending, event.past, event.reasons
+        self.fill_grants(event.grants)
         table = self.query_one("#pending", DataTable)
         table.clear()
         now = time.time()
@@ -129,6 +145,17 @@ class ApprovalsView(Vertical):
             )  # fmt: skip
         self.show_detail()
         self.fill_past(self.query_one("#past-filter", Input).value)
+
+    def fill_grants(self, grants: list[Grant]) -> None:
+        self.grants = grants
+        table = self.query_one("#grants", DataTable)
+        table.clear()
+        now = time.time()
+        for g in grants:
+            table.add_row(
+                text(g.id), text(g.user, "bold"), text(g.kind), text(g.target),
+                Text(format_duration(max(0.0, g.expires_at - now))), text(g.request_id), key=g.id,
+            )  # fmt: skip
 
     def fill_past(self, needle: str) -> None:
         needle = needle.strip().lower()
@@ -204,6 +231,35 @@ class ApprovalsView(Vertical):
             return
         notify_request(self.session, decision, request)
         self.post_message(self.Decided(f"{request_id}: {request.state}"))
+
+    def action_revoke(self) -> None:
+        table = self.query_one("#grants", DataTable)
+        if not self.grants or table.cursor_row < 0:
+            self.notify("No active grant to revoke.", severity="warning")
+            return
+        grant = self.grants[min(table.cursor_row, len(self.grants) - 1)]
+        from tui.screens.forms import ReasonScreen
+
+        own = grant.user == self.session.user.name
+        title = f"Revoke {grant.id} ({grant.user} → {grant.target}, {grant.kind})"
+        self.app.push_screen(
+            ReasonScreen(title, "", required=not own),
+            lambda reason: self.revoke_in_worker(grant.id, reason) if reason is not None else None,
+        )
+
+    @work(thread=True, group="approvals-decide")
+    def revoke_in_worker(self, grant_id: str, reason: str) -> None:
+        from bastion.approvals import ApprovalError, Approvals
+        from bastion.notify import notify_revoked
+
+        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        try:
+            grant = approvals.revoke(grant_id, self.session.user.name, reason)
+        except ApprovalError as exc:
+            self.post_message(self.Decided(f"refused: {exc}"))
+            return
+        notify_revoked(self.session, grant, self.session.user.name, reason)
+        self.post_message(self.Decided(f"{grant_id}: revoked"))
 
     def on_approvals_view_decided(self, event: Decided) -> None:
         self.notify(

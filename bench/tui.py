@@ -39,58 +39,82 @@ def ssh_argv(port: int, key: Path, account: str, *extra: str) -> list[str]:
             *extra, f"{account}@127.0.0.1"]  # fmt: skip
 
 
-def first_frame(argv: list[str], *, open_pane: bool = False) -> tuple[float, int | None]:
-    """Seconds until the landing screen shows; with open_pane, the session's RSS with one pane open (kB)."""
+def first_frame(argv: list[str]) -> float:
+    """Seconds from starting ssh until the landing screen shows."""
     started = time.perf_counter()
     pid, fd = pty.fork()
     if pid == 0:
         os.execvp(argv[0], argv)  # noqa: S606 - ssh itself, no shell
-    buffer, shown, rss = b"", None, None
-    deadline = time.monotonic() + 20
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.02)
-            if ready:
-                try:
-                    buffer += os.read(fd, 65536)
-                except OSError:
-                    break
-            if shown is None and b"Connections" in buffer:
-                shown = time.perf_counter() - started
-                if not open_pane:
-                    break
-                os.write(fd, b"pg-readonly\r")
-                pane_deadline = time.monotonic() + 5
-                while time.monotonic() < pane_deadline and b"Connected to pg-readonly" not in buffer:
-                    if select.select([fd], [], [], 0.05)[0]:
-                        buffer += os.read(fd, 65536)
-                time.sleep(1.0)  # idle
-                rss = session_rss()
-                break
+        buffer = _read_until(fd, b"Connections", 20)
+        if b"Connections" not in buffer:
+            raise RuntimeError("the TUI did not show its landing screen")
+        return time.perf_counter() - started
     finally:
-        os.write(fd, b"\x11")  # ctrl+q ends the session
-        time.sleep(0.3)
-        os.close(fd)
-        os.waitpid(pid, 0)
-    if shown is None:
-        raise RuntimeError("the TUI did not show its landing screen")
-    return shown, rss
+        _end(pid, fd)
 
 
-def session_rss() -> int | None:
-    """Memory of the session: the `bastion login` processes serving it — the recorder and its TUI child
-    (recording: bastion/recording/recorder.py) — as the sum of their PSS, so pages they share (the child is
-    a fork) count once; kB."""
-    total = None
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buffer and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.02)[0]:
+            try:
+                buffer += os.read(fd, 65536)
+            except OSError:
+                break
+    return buffer
+
+
+def _end(pid: int, fd: int) -> None:
+    os.write(fd, b"\x11")  # ctrl+q ends the session
+    time.sleep(0.3)
+    os.close(fd)
+    os.waitpid(pid, 0)
+
+
+def sessions_with_a_pane(argv: list[str], count: int) -> dict[str, float]:
+    """count sessions at once, each idle with one SQL pane open; their memory (kB) summed over every
+    `bastion login` process: PSS (shared pages split between sharers), USS (pages only one process holds:
+    what one more session really costs) and RSS (every resident page, shared ones counted in each)."""
+    opened = []
+    try:
+        for _ in range(count):
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execvp(argv[0], argv)  # noqa: S606 - ssh itself, no shell
+            opened.append((pid, fd))
+            if b"Connections" not in _read_until(fd, b"Connections", 20):
+                raise RuntimeError("the TUI did not show its landing screen")
+            os.write(fd, b"pg-readonly\r")
+            _read_until(fd, b"Connected to pg-readonly", 5)
+        time.sleep(1.5)  # idle
+        return session_memory()
+    finally:
+        for pid, fd in opened:
+            _end(pid, fd)
+
+
+def session_memory() -> dict[str, float]:
+    """Sums of Pss, Private_Clean + Private_Dirty (USS) and Rss over the `bastion login` processes — the
+    recorder and its TUI child (bastion/recording/recorder.py) of every session; kB."""
+    total = {"pss": 0.0, "uss": 0.0, "rss": 0.0}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"login" in cmdline and b"--key" in cmdline:
-                for line in (entry / "smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total = (total or 0) + int(line.split()[1])
+            if b"login" not in cmdline or b"--key" not in cmdline:
+                continue
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                kb = float(rest.split()[0]) if rest.strip() else 0.0
+                if key == "Pss":
+                    total["pss"] += kb
+                elif key in ("Private_Clean", "Private_Dirty"):
+                    total["uss"] += kb
+                elif key == "Rss":
+                    total["rss"] += kb
         except OSError:
             continue
     return total
@@ -132,16 +156,22 @@ def main() -> None:
             t = time.perf_counter()
             subprocess.run([*base[:-1], "-T", base[-1], "whoami"], capture_output=True, check=True)
             headless.append(time.perf_counter() - t)
-        frames = [first_frame([*base[:-1], "-tt", base[-1]])[0] for _ in range(runs)]
-        _, rss = first_frame([*base[:-1], "-tt", base[-1]], open_pane=True)
+        tty = [*base[:-1], "-tt", base[-1]]
+        frames = [first_frame(tty) for _ in range(runs)]
         h, f = statistics.median(headless), statistics.median(frames)
         median, best = f * 1000, min(frames) * 1000
         print(f"ssh → first TUI frame: median {median:.0f} ms, best {best:.0f} ms ({runs} runs; goal 600 ms)")
         print(f"ssh → headless whoami done: median {h * 1000:.0f} ms   ratio TUI/headless {f / h:.2f}x")
+        one = sessions_with_a_pane(tty, 1)
         print(
-            f"memory (PSS) of one idle session with one SQL pane open: {rss / 1024:.1f} MB (goal ≤ 60 MB)"
-            if rss
-            else "RSS: n/a"
+            f"memory of one idle session with one SQL pane open: RSS {one['rss'] / 1024:.1f} MB "
+            f"(goal ≤ 60 MB), PSS {one['pss'] / 1024:.1f} MB, USS {one['uss'] / 1024:.1f} MB"
+        )
+        many = 4
+        both = sessions_with_a_pane(tty, many)
+        print(
+            f"per session with {many} such sessions at once: PSS {both['pss'] / many / 1024:.1f} MB, "
+            f"USS {both['uss'] / many / 1024:.1f} MB (the cost of one more session)"
         )
     finally:
         if sshd is not None:

@@ -408,6 +408,7 @@ class SqlPipeline:
             roles=roles,
             type_oids=[c.type_oid for c in columns],
             lineage_reason=lineage_reason,
+            type_modifiers=[c.type_modifier for c in columns],
         )
         if reads_sensitive and lineage is not None and classification.tree is not None:
             self._mask_obfuscated(classification, catalog, rules, decisions, lineage)

@@ -53,6 +53,7 @@ __all__ = [
     "Replace",
     "column_may_match",
     "detect",
+    "names_ssn",
     "redact",
     "redact_error",
     "scan_value",
@@ -810,7 +811,7 @@ def _scan_leaf(
 _SSN_KEYS: dict[str, bool] = {}
 
 
-def _names_ssn(name: str) -> bool:
+def names_ssn(name: str) -> bool:
     """Does a JSON key or column name name an SSN? Cached: the same keys come back on every row."""
     hit = _SSN_KEYS.get(name)
     if hit is None:
@@ -839,7 +840,7 @@ def _walk(value: Any, replace: Replace | None, kinds: list[str], ssn_field: bool
                 if new_key is not key:
                     changed = True
                 if not field:
-                    field = _names_ssn(key)
+                    field = names_ssn(key)
             new_item = _walk_item(item, replace, kinds, field, depth)
             if new_item is not item:
                 changed = True
@@ -896,7 +897,7 @@ def _scan_tree(root: Any, replace: Replace | None, kinds: list[str], ssn_field: 
                     if new_key is not key:
                         frame.changed = True
                     if not child_field:
-                        child_field = _names_ssn(key)
+                        child_field = names_ssn(key)
             else:
                 value = item
                 new_key = None
@@ -976,7 +977,7 @@ def scan_value(
     if cls is int and value < _CARD_MIN and context is None:  # type: ignore[operator]
         return value, []
     kinds = []
-    ssn_field = context is not None and _names_ssn(context)
+    ssn_field = context is not None and names_ssn(context)
     category = _category(cls)
     if category == _CONTAINER:
         return _walk(value, replace, kinds, ssn_field, 0), kinds

@@ -45,6 +45,7 @@ class ResultColumn:
     type_name: str
     table_oid: int
     table_column: int
+    type_modifier: int = -1  # e.g. numeric(p, s); -1 when none
 
 
 def _one_line(text: str) -> str:
@@ -171,6 +172,7 @@ class StatementRun:
                 type_name=_type_name(self.target.conn, col.type_code),
                 table_oid=result.ftable(i) if result is not None else 0,
                 table_column=result.ftablecol(i) if result is not None else 0,
+                type_modifier=result.fmod(i) if result is not None else -1,
             )
             for i, col in enumerate(cur.description)
         ]

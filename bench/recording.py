@@ -4,7 +4,10 @@
    a fast terminal would, (a) through the recorder (pty relay + asciicast v2 + spool + live shipping to a dir
    sink) and (b) the same login with the recorder bypassed (the frontend straight on the terminal). Ratios of
    wall time and of CPU time (user+sys of the login and everything it waited for). A `bastion ship` service
-   is assumed (its lock is held), so no login spawns a ship: that per-login cost is not per byte.
+   is assumed (its lock is held), so no login spawns a ship: that per-login cost is not per byte. (c) the
+   relay alone (cast writes and live shipping stubbed out) shows the floor any recorder on a second pty pays:
+   in (b) the recorder's reads of the inner pty and writes to the user's are counted; in (a) the child writes
+   straight to our pty and our reads are not.
 2. Shipping lag: a recorded session prints a timestamped line every 5 ms for 10 s; a watcher polls the sink's
    copy of the cast every 10 ms and takes, per line, the time from print to arrival on the sink. p50/p99 for
    a dir sink, and for an SFTP sink (a private OpenSSH sshd on loopback) when run as root.
@@ -42,6 +45,12 @@ from tests.recording_helpers import (
 # The same login with the recorder bypassed: the frontend runs in the login process, on our pty.
 BYPASS = "login._interactive = lambda session, store: login._frontend(session); "
 DIRECT = HARNESS.replace("login.FRONTEND = sys.argv.pop(1); ", "login.FRONTEND = sys.argv.pop(1); " + BYPASS)
+# The recorder's pty relay with nothing recorded or shipped: what the second pty pass alone costs.
+STUBS = (
+    "import bastion.recording.cast as cast, bastion.recording.ship as ship; "
+    "cast.Cast.output = lambda self, data: None; ship.LiveShipper.tick = lambda self: None; "
+)
+RELAY_ONLY = HARNESS.replace("sys.argv.pop(1); ", "sys.argv.pop(1); " + STUBS, 1)
 
 
 def run_login(config: Config, harness: str, env: dict[str, str]) -> tuple[float, float, int]:
@@ -85,12 +94,13 @@ def throughput(root: Path, megabytes: int, runs: int) -> None:
     lock = os.open(lock_dir / "ship.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)  # as a running `bastion ship` service would
     size = megabytes * 1024 * 1024
-    results: dict[str, list[tuple[float, float]]] = {"direct": [], "recorded": [], "idle": []}
+    results: dict[str, list[tuple[float, float]]] = {"direct": [], "recorded": [], "relay": [], "idle": []}
     try:
         for _ in range(runs):
             for name, harness, nbytes in (
                 ("direct", DIRECT, size),
                 ("recorded", HARNESS, size),
+                ("relay", RELAY_ONLY, size),
                 ("idle", HARNESS, 1),
             ):
                 wall, cpu, seen = run_login(config, harness, {"RECTEST_BYTES": str(nbytes)})
@@ -104,11 +114,14 @@ def throughput(root: Path, megabytes: int, runs: int) -> None:
         med[key] = (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
     dw, dc = med["direct"]
     rw, rc = med["recorded"]
+    lw, lc = med["relay"]
     iw, ic = med["idle"]
     print(f"throughput: {megabytes} MB printed by the session, median of {runs} runs")
     print(f"  direct (no recorder)        wall {dw:6.2f} s   cpu {dc:6.2f} s")
     print(f"  recorded (relay+cast+ship)  wall {rw:6.2f} s   cpu {rc:6.2f} s")
     print(f"  ratio                       wall {rw / dw:6.2f} x  cpu {rc / dc:6.2f} x   (goal <= 1.1)")
+    print(f"  relay alone (nothing kept)  wall {lw:6.2f} s   cpu {lc:6.2f} s")
+    print(f"  ratio of the relay alone    wall {lw / dw:6.2f} x  cpu {lc / dc:6.2f} x   (its floor)")
     print(f"  recorded login printing 1 byte: wall {iw:.2f} s, cpu {ic:.2f} s (start-up, seal, ship)")
     per_mb_wall = (rw - iw) / megabytes * 1000
     per_mb_cpu = (rc - ic) / megabytes * 1000

@@ -81,6 +81,54 @@ def test_cast_replays_with_asciinema_and_keeps_size_resizes_and_markers(tmp_path
     assert asciinema_cat(path) == data + b"after resize\r\n"
 
 
+def test_output_events_are_byte_for_byte_what_asciinemas_writer_writes(tmp_path: Path) -> None:
+    """Our bytes-level "o" encoder against the writer's own write_stdout: escapes, every control character,
+    invalid UTF-8, characters split across chunks, memoryviews of a reused buffer."""
+    import random
+
+    from bastion.recording.cast import v2
+
+    rng = random.Random(7)
+    pieces = [bytes([c]) for c in range(256)] + [p.encode() for p in ("é", "日", "─", "😀", "\r\n", '\\"')]
+    stream = b"".join(rng.choice(pieces) for _ in range(20000))
+    cuts = sorted(rng.sample(range(1, len(stream)), 1500))
+    now = [0.0]
+    cast = Cast(tmp_path / "ours.cast", _metadata(), 80, 24, clock=lambda: now[0])
+    theirs: list[str] = []
+    writer = v2.writer("-", width=80, height=24)
+    writer.file = type("Lines", (), {"write": lambda _self, line: theirs.append(line)})()
+    buffer = bytearray(len(stream))
+    for i, (start, end) in enumerate(itertools.pairwise([0, *cuts, len(stream)])):
+        now[0] = i * 0.001234567
+        chunk = stream[start:end]
+        buffer[: len(chunk)] = chunk
+        cast.output(memoryview(buffer)[: len(chunk)] if i % 2 else chunk)
+        writer.write_stdout(round(now[0], 6), chunk)
+    cast.close()
+    ours = (tmp_path / "ours.cast").read_bytes().split(b"\n")[1:-1]
+    assert ours == [line.encode().rstrip(b"\n") for line in theirs]
+
+
+def test_a_short_spool_write_is_completed_and_a_failed_one_cut_back(tmp_path: Path, monkeypatch) -> None:
+    from bastion.recording.spool import SpoolFile, SpoolWriteError
+
+    spool_file = SpoolFile(tmp_path / "f.cast")
+    real_writev = os.writev
+    monkeypatch.setattr(os, "writev", lambda fd, parts: real_writev(fd, [parts[0][:3]]))
+    spool_file.write_parts((b"[1.0, ", b'"o", "x"', b"]\n"))
+    assert (tmp_path / "f.cast").read_bytes() == b'[1.0, "o", "x"]\n' and spool_file.size == 16
+
+    def failing(_fd: int, _data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(SpoolWriteError):
+        spool_file.write_parts((b"[2.0, ", b'"o", "y"', b"]\n"))
+    assert (tmp_path / "f.cast").read_bytes() == b'[1.0, "o", "x"]\n'
+    with pytest.raises(SpoolWriteError):  # and it stays failed
+        spool_file.write_bytes(b"more\n")
+
+
 def test_input_after_a_password_prompt_is_redacted(tmp_path: Path) -> None:
     path = tmp_path / "input.cast"
     cast = Cast(path, _metadata(), 80, 24, record_input=True)

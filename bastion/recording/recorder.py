@@ -139,7 +139,7 @@ class Recording:
             self._cast_failed(str(exc))
             return False
 
-    def output(self, data: bytes) -> bool:
+    def output(self, data: bytes | memoryview) -> bool:
         return self.write(lambda: self.cast.output(data))
 
     def _cast_failed(self, reason: str) -> None:
@@ -435,6 +435,7 @@ class _Relay:
         self.end_sent_at: float | None = None
         self.term_sent_at: float | None = None
         self.notes = b""
+        self.out_view = memoryview(bytearray(GATHER))
         self.pending_in = b""
         self.killed_by: int | None = None
 
@@ -603,26 +604,26 @@ class _Relay:
                 self.term_sent_at = now  # the pty closed: give the child time to finish, then insist
 
     def _from_child(self, stdout_fd: int) -> None:
-        # A pty hands out at most ~4 KiB per read; what is already there is gathered (never waited for) so a
-        # burst costs one cast event and one write to the user per GATHER bytes, not per 4 KiB.
-        chunks: list[bytes] = []
+        # A pty hands out at most 4 KiB per read; what is already there is gathered (never waited for) so a
+        # burst costs one cast event and one write to the user per GATHER bytes, not per 4 KiB. The reads go
+        # straight into one reused buffer: no allocation, resize or join per read.
+        view = self.out_view
         size = 0
         while size < GATHER:
             try:
-                chunk = os.read(self.master, 65536)
+                n = os.readv(self.master, [view[size:]])
             except BlockingIOError:
                 break
             except OSError:  # EIO: every holder of the pty's slave side is gone
                 self.child_gone = True
                 break
-            if not chunk:
+            if not n:
                 self.child_gone = True
                 break
-            chunks.append(chunk)
-            size += len(chunk)
-        if not chunks:
+            size += n
+        if not size:
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        data = view[:size]
         recorded = self.recording.output(data)
         if self.hung_up or (not recorded and self.recording.fail_closed):
             return  # fail closed: what could not be recorded is not shown
@@ -757,7 +758,7 @@ class _Relay:
         return record.status
 
 
-def _write_blocking(fd: int, data: bytes) -> None:
+def _write_blocking(fd: int, data: bytes | memoryview) -> None:
     """All of data to a descriptor that may be non-blocking (the user's terminal as sshd left it)."""
     view = memoryview(data)
     while view:

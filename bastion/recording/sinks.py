@@ -180,10 +180,11 @@ class DirSink(Sink):
 
     def sha256(self, rel: str) -> str | None:
         h = hashlib.sha256()
+        view = memoryview(bytearray(1 << 20))  # reused: no fresh megabyte per read
         try:
-            with open(self._path(rel), "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            with open(self._path(rel), "rb", buffering=0) as f:
+                while n := f.readinto(view):
+                    h.update(view[:n])
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from bastion.config import Config
 from bastion.identity.roles import (
@@ -33,6 +33,9 @@ from bastion.identity.roles import (
 )
 from bastion.store.base import Grant, Request, Store
 from bastion.units import format_duration
+
+if TYPE_CHECKING:
+    from bastion.session import Session
 
 EventWriter = Callable[[str, dict[str, Any]], dict[str, Any]]
 MAX_REASON = 500
@@ -83,6 +86,9 @@ class Approvals:
     store: Store
     event: EventWriter
     now: Callable[[], float] = time.time
+    # OIDC groups of users this process authenticated (its session's user): with OIDC on, the config holds
+    # no groups, so without these an approver would hold no role. Others are judged by the config.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- requesting
 
@@ -346,11 +352,17 @@ class Approvals:
         account = self.config.users.get(user)
         if account is None or account.disabled:
             raise ApprovalError(f"unknown or disabled user {user!r}")
-        return role_set(self.config, self.store, account, now=self.now())
+        return role_set(self.config, self.store, account, groups=self.groups.get(user), now=self.now())
 
     @staticmethod
     def _payload(request: Request) -> dict[str, Any]:
         return request_payload(request)
+
+
+def for_session(session: Session) -> Approvals:
+    """The approvals core acting for a session's user, with the groups its login established."""
+    groups = {session.user.name: session.groups} if session.groups is not None else {}
+    return Approvals(session.config, session.store, session.event, groups=groups)
 
 
 def request_payload(request: Request) -> dict[str, Any]:

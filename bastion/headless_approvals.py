@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 
 def _approvals(session: Session) -> Approvals:
-    from bastion.approvals import Approvals
+    from bastion.approvals import for_session
 
-    return Approvals(session.config, session.store, lambda t, p: session.event(t, p))
+    return for_session(session)
 
 
 def request_summary(request: Request) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from bastion.config import ConfigError, read_secret
+from bastion.config import read_secret
+from bastion.policy.detectors import redact
 from bastion.units import format_duration
 
 if TYPE_CHECKING:
@@ -32,7 +33,10 @@ def slack_escape(text: str) -> str:
 def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
     """The payload: Slack reads `text`; other receivers get the structured fields too."""
     if request.kind == "statement":
-        subject = f"statement on {request.target}: {(request.statement or '')[:300]}"
+        # The chat is outside the bastion: values the detectors recognise (emails, cards, SSNs, phones,
+        # IBANs) leave as their kind; approvers read the whole statement in their tab or `approvals list`.
+        statement, _ = redact(request.statement or "")
+        subject = f"statement on {request.target}: {statement[:300]}"
     else:
         subject = f"elevation to {request.target} for {format_duration(request.duration_s or 0)}"
     who = {"request": f"{request.requester} asks for", "approve": "Approved:", "deny": "Denied:"}.get(
@@ -107,7 +111,7 @@ def _deliver(session: Session, payload: dict[str, Any], request_id: str, what: s
                     raise
                 time.sleep(RETRY_DELAY_S)
         return False  # not reached: the last attempt returns or raises
-    except (OSError, ValueError, ConfigError, urllib.error.URLError) as exc:
+    except Exception as exc:  # malformed replies, odd URLs too: a notice never breaks a request
         # The reason, never the URL: a webhook URL is a credential.
         reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else type(exc).__name__
         session.event(

@@ -271,3 +271,35 @@ def test_state_machine_properties(
     assert events.types().count("grant_used") == len(uses)
     assert events.types().count("grant_revoked") == len(revoked)
     assert all(approvals.store.get_grant(g).state == "revoked" for g in revoked)  # type: ignore[union-attr]
+
+
+def test_oidc_groups_make_the_approver(tmp_path: Path) -> None:
+    """With OIDC the config holds no groups: the approver's role comes from the groups their login brought."""
+    from bastion.approvals import for_session
+    from bastion.audit.signing import generate_key
+    from bastion.identity.keys import parse_public_key
+    from bastion.session import Session, open_audit_log
+    from tests.configs import ALICE_KEY, BOB_KEY, secret
+    from tests.test_login import _config
+
+    secret(tmp_path / "secrets" / "oidc", "client-secret")
+    extra = (
+        '\n[identity.oidc]\nissuer = "https://idp.example.org"\nclient_id = "bastion"\n'
+        'client_secret_file = "secrets/oidc"\n'
+    )
+    config = _config(tmp_path, extra, oidc=True)
+    generate_key(config.audit.signing_key)
+    store = TinyDBStore(tmp_path / "state.json")
+
+    def session(user: str, key: str, groups: tuple[str, ...]) -> Session:
+        fingerprint = parse_public_key(key).fingerprint
+        return Session(
+            config, store, open_audit_log(config), config.users[user], fingerprint, "headless", groups=groups
+        )
+
+    alice, bob = session("alice", ALICE_KEY, ("engineering",)), session("bob", BOB_KEY, ("approvers",))
+    request = for_session(alice).request_elevation("alice", "dba", 1800, "incident 31")
+    assert Approvals(config, store, bob.event).pending_for("bob") == []  # the config alone knows no approver
+    assert [r.id for r in for_session(bob).pending_for("bob")] == [request.id]
+    assert for_session(bob).decide(request.id, "bob", "approve", "ok").state == "approved"
+    assert "dba" in alice.roles().roles

@@ -199,6 +199,41 @@ def test_webhook_retries_a_dropped_connection_once(
     assert not [e for e in run.events() if e["type"] == "notify_failed"]
 
 
+class GarbageHook(Hook):
+    """Answers with something that is not HTTP at all."""
+
+    def handle(self) -> None:
+        self.rfile.readline()  # the request line: the client has sent, and now waits for an answer
+        self.connection.sendall(b"HTTP/1.1 two-hundred OK\r\n\r\n")
+        self.connection.close()
+
+
+def test_webhook_garbage_reply_blocks_nothing(
+    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = HTTPServer(("127.0.0.1", 0), GarbageHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        secret(tmp_path / "secrets" / "webhook", f"http://127.0.0.1:{server.server_address[1]}/hook")
+        config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
+        run = Run(load_config(config.path), monkeypatch, capsys)
+        assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+        assert run.out.strip().startswith("r-")  # the id is printed although the notice failed
+    finally:
+        server.shutdown()
+        server.server_close()
+    (failed,) = [e["payload"] for e in run.events() if e["type"] == "notify_failed"]
+    assert failed["reason"] == "BadStatusLine"
+
+
+def test_webhook_text_keeps_detected_values_out_of_the_chat(run: Run) -> None:
+    statement = "UPDATE customers SET email = 'ada@example.org', ssn = '536-22-1234' WHERE id = 1"
+    assert run(f"request pg-guarded --reason 'fix typo' -- {statement}") == 0
+    text = Hook.received[-1]["text"]
+    assert "ada@example.org" not in text and "536-22-1234" not in text
+    assert "UPDATE customers SET email" in text
+
+
 def test_webhook_text_cannot_ping_or_link(run: Run) -> None:
     """Hostile statement and reason text reaches the approvers' chat escaped, never as Slack markup."""
     statement = "DELETE FROM orders WHERE id = 4 -- <!channel> <https://evil.example|approve here>"

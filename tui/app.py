@@ -192,10 +192,10 @@ class BastionApp(App[Outcome]):
 
     @work(thread=True, group="requests")
     def file_elevation_worker(self, target: str, duration: float, reason: str) -> None:
-        from bastion.approvals import ApprovalError, Approvals
+        from bastion.approvals import ApprovalError, for_session
         from bastion.notify import notify_request
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         try:
             request = approvals.request_elevation(self.session.user.name, target, duration, reason)
         except ApprovalError as exc:
@@ -211,10 +211,10 @@ class BastionApp(App[Outcome]):
     @work(thread=True, group="requests")
     def give_back_elevation(self) -> None:
         """End the user's own active elevations now (no approver needed to give access back)."""
-        from bastion.approvals import ApprovalError, Approvals
+        from bastion.approvals import ApprovalError, for_session
         from bastion.notify import notify_revoked
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         ended = []
         for grant in self.my_elevations():
             try:

@@ -109,11 +109,11 @@ class ApprovalsView(Vertical):
 
     @work(thread=True, exclusive=True, group="approvals")
     def reload(self) -> None:
-        from bastion.approvals import Approvals
+        from bastion.approvals import for_session
         from bastion.policy.sql import classify
         from bastion.policy.verdict import decide
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         approvals.expire_stale()
         pending = approvals.pending_for(self.session.user.name)
         past = [r for r in self.session.store.list_requests() if r.state != "pending"][-200:]
@@ -220,10 +220,10 @@ class ApprovalsView(Vertical):
 
     @work(thread=True, group="approvals-decide")
     def decide_in_worker(self, request_id: str, decision: str, reason: str) -> None:
-        from bastion.approvals import ApprovalError, Approvals
+        from bastion.approvals import ApprovalError, for_session
         from bastion.notify import notify_request
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         try:
             request = approvals.decide(request_id, self.session.user.name, decision, reason)
         except ApprovalError as exc:
@@ -249,10 +249,10 @@ class ApprovalsView(Vertical):
 
     @work(thread=True, group="approvals-decide")
     def revoke_in_worker(self, grant_id: str, reason: str) -> None:
-        from bastion.approvals import ApprovalError, Approvals
+        from bastion.approvals import ApprovalError, for_session
         from bastion.notify import notify_revoked
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         try:
             grant = approvals.revoke(grant_id, self.session.user.name, reason)
         except ApprovalError as exc:

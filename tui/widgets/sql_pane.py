@@ -395,10 +395,10 @@ class SqlPane(Vertical):
 
     @work(thread=True, group="requests")
     def file_request(self, statement: str, reason: str) -> None:
-        from bastion.approvals import ApprovalError, Approvals
+        from bastion.approvals import ApprovalError, for_session
         from bastion.notify import notify_request
 
-        approvals = Approvals(self.session.config, self.session.store, self.session.event)
+        approvals = for_session(self.session)
         try:
             request = approvals.request_statement(self.session.user.name, self.connection, statement, reason)
         except ApprovalError as exc:

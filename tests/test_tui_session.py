@@ -18,7 +18,7 @@ from bastion.identity.keys import parse_public_key
 from bastion.session import Session
 from bastion.store import TinyDBStore
 from tests.configs import ALICE_KEY, base_config, secret, write_config
-from tests.oidc_provider import running_provider
+from tests.oidc_provider import DEFAULT_CLAIMS, running_provider
 from tui.app import BastionApp
 from tui.widgets.connections import ConnectionsView
 
@@ -90,7 +90,8 @@ async def test_oidc_device_login_screen(tmp_path: Path) -> None:
             while time.monotonic() < deadline:
                 codes = provider.pending_user_codes()
                 if codes:
-                    provider.approve(codes[0], "sub-alice")
+                    claims = {**DEFAULT_CLAIMS, "groups": ["engineering", "approvers"]}
+                    provider.approve(codes[0], "sub-alice", claims)
                     return
                 time.sleep(0.05)
 
@@ -98,6 +99,7 @@ async def test_oidc_device_login_screen(tmp_path: Path) -> None:
         app = BastionApp(session, needs_oidc=True)
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause(0.3)
+            assert not app.base.query("#approvals")  # no role tab before the login says who this is
             prompt = str(app.screen.query_one("#login-prompt").render())
             assert "bastion-test" in prompt and session.key_fingerprint in prompt
             for _ in range(100):
@@ -109,7 +111,42 @@ async def test_oidc_device_login_screen(tmp_path: Path) -> None:
             await pilot.pause(0.2)
             rows = {row.name: row.usable for row in app.query_one(ConnectionsView).rows}
             assert rows == {"pg-readonly": True, "pg-guarded": False}  # roles from the token's groups
+            assert app.is_approver and app.base.query("#approvals")  # the approver role came with the login
             await pilot.press("ctrl+q")
         session.end()
         starts = [e for e in read_events(config.audit.log) if e["type"] == "session_start"]
         assert starts[-1]["payload"]["oidc"]["subject"] == "sub-alice"
+
+
+async def test_a_bug_ends_the_session_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """Textual would print a traceback with locals (rows before masking, secrets) onto the recorded screen."""
+    config = load_config(write_config(tmp_path))
+    generate_key(config.audit.signing_key)
+    store = TinyDBStore(Path(config.bastion.state.removeprefix("tinydb:")))
+    audit = AuditLog(config.audit.log, config.bastion.name, load_private_key(config.audit.signing_key))
+    session = Session(
+        config, store, audit, config.users["alice"], parse_public_key(ALICE_KEY).fingerprint, "tui"
+    )
+    session.start()
+    app = BastionApp(session)
+    planted = "value-that-must-not-show-4111111111111111"
+
+    def broken() -> None:
+        raise RuntimeError(planted)
+
+    raised = None
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            app.call_later(broken)
+            await pilot.pause(0.3)
+    except RuntimeError as exc:  # run_test re-raises what the app met, so tests still see bugs
+        raised = exc
+    assert raised is not None and planted in str(raised)
+    assert app._exit_renderables == []  # nothing to print after the screen is restored
+    assert app.return_value is not None and app.return_value.status == "abnormal"
+    assert app.return_value.reason.startswith("internal error (RuntimeError)")
+    assert planted not in app.return_value.reason
+    (error,) = [e for e in read_events(config.audit.log) if e["type"] == "session_error"]
+    assert error["payload"] == {"error": "RuntimeError", "where": "tui"}
+    session.end()

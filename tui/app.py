@@ -68,10 +68,26 @@ class BastionApp(App[Outcome]):
         self.last_activity = time.monotonic()
         self.idle_timeout_s = session.config.bastion.idle_timeout_s
         self._pane_serial = 0
-        roles = session.roles()
-        self.is_approver = bool(approvable_targets(session.config, roles))
-        self.is_auditor = is_auditor(session.config, roles)
+        # With OIDC the roles are known only after the device login: the role tabs come then (after_login).
+        self.is_approver = self.is_auditor = False
+        if not needs_oidc:
+            self.settle_roles()
         self.my_requests: dict[str, str] = {}  # request id -> last state seen
+
+    def settle_roles(self) -> None:
+        roles = self.session.roles()
+        self.is_approver = bool(approvable_targets(self.session.config, roles))
+        self.is_auditor = is_auditor(self.session.config, roles)
+
+    def role_panes(self) -> list[TabPane]:
+        panes = []
+        if self.is_approver:
+            panes.append(
+                TabPane("Approvals", ApprovalsView(self.session, id="approvals-view"), id="approvals")
+            )
+        if self.is_auditor:
+            panes.append(TabPane("Audit", AuditView(self.session, id="audit-view"), id="audit"))
+        return panes
 
     @property
     def base(self) -> Screen[Any]:
@@ -85,12 +101,7 @@ class BastionApp(App[Outcome]):
         with TabbedContent(id="tabs", initial="connections"):
             with TabPane("Connections", id="connections"):
                 yield ConnectionsView(self.connection_rows(), id="connections-view")
-            if self.is_approver:
-                with TabPane("Approvals", id="approvals"):
-                    yield ApprovalsView(self.session, id="approvals-view")
-            if self.is_auditor:
-                with TabPane("Audit", id="audit"):
-                    yield AuditView(self.session, id="audit-view")
+            yield from self.role_panes()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -120,6 +131,10 @@ class BastionApp(App[Outcome]):
             self.exit(Outcome("refused", refused))
             return
         self.session.start()
+        self.settle_roles()
+        tabs = self.base.query_one("#tabs", TabbedContent)
+        for pane in self.role_panes():
+            tabs.add_pane(pane)
         self.refresh_header()
         self.base.query_one(ConnectionsView).rows = self.connection_rows()
         self.base.query_one(ConnectionsView).refill("")
@@ -378,6 +393,19 @@ class BastionApp(App[Outcome]):
 
     def open_url(self, *args: Any, **kwargs: Any) -> None:
         self.notify("Opening links is disabled on the bastion.", severity="warning")
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A bug ends the session with one line, never Textual's traceback: its locals can hold rows before
+        masking or a secret, and the screen is recorded. The error's type is audited."""
+        self._return_code = 1
+        if self._exception is None:  # run_test() re-raises it, so tests still see the bug
+            self._exception = error
+            self._exception_event.set()
+        with contextlib.suppress(Exception):
+            self.session.event("session_error", {"error": type(error).__name__, "where": "tui"})
+        self.exit(
+            Outcome("abnormal", f"internal error ({type(error).__name__}): the session ended; it was audited")
+        )
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield SystemCommand("Quit", "End this bastion session", self.action_quit)

@@ -338,6 +338,9 @@ class Approvals:
 
     # -- reading
 
+    def approvable_targets_of(self, user: str) -> set[str]:
+        return approvable_targets(self.config, self._roles(user))
+
     def pending_for(self, approver: str) -> list[Request]:
         """Pending requests this approver may decide now (never their own)."""
         targets = approvable_targets(self.config, self._roles(approver))

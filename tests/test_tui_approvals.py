@@ -172,3 +172,43 @@ async def test_grant_revoked_from_the_tab_and_given_back_from_the_palette(config
     ]
     alice.end()
     bob.end()
+
+
+async def test_requester_sees_expiry_without_an_approver_looking(config: Config) -> None:
+    alice = open_session(config)
+    clock = [time.time()]
+    core = Approvals(config, alice.store, alice.event, now=lambda: clock[0] - 10_000)  # filed long ago
+    request = core.request_statement("alice", "pg-guarded", "DELETE FROM orders WHERE id = 7", "x")
+    assert request.expires_at < time.time()
+    app = BastionApp(alice)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause(0.2)
+        app.check_my_requests()
+        await until(pilot, lambda: alice.store.get_request(request.id).state == "expired")  # type: ignore[union-attr]
+    expired = [e for e in read_events(config.audit.log) if e["type"] == "approval_expired"]
+    assert [e["payload"]["request"] for e in expired] == [request.id]
+    alice.end()
+
+
+async def test_past_decisions_only_on_targets_the_approver_approves(tmp_path: Path, shop: Shop) -> None:
+    extra = '\n[[roles]]\nname = "guarded-approver"\ngroups = ["leads"]\napproves = ["pg-guarded"]\n'
+    text_config = shop_config(tmp_path, shop, extra=extra)
+    path = text_config.path
+    path.write_text(path.read_text().replace('groups = ["approvers"]', 'groups = ["leads"]', 1))
+    from bastion.config import load_config
+
+    config = load_config(path)
+    alice, bob = open_session(config), open_session(config, "bob", BOB_KEY)
+    core = Approvals(config, alice.store, alice.event)
+    on_guarded = core.request_statement("alice", "pg-guarded", "DELETE FROM orders WHERE id = 5", "x")
+    elevation = core.request_elevation("alice", "dba", 600, "y")
+    for request in (on_guarded, elevation):
+        core.cancel(request.id, "alice")
+    app = BastionApp(bob)
+    async with app.run_test(size=(140, 48)) as pilot:
+        view = app.query_one(ApprovalsView)
+        await until(pilot, lambda: bool(view.past))
+        await pilot.pause(0.3)
+        assert [r.id for r in view.past] == [on_guarded.id]  # not the dba elevation bob cannot approve
+    alice.end()
+    bob.end()

@@ -11,13 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+from textual.widgets import TabbedContent
+
 from bastion.audit.log import AuditLog, read_events
 from bastion.audit.signing import generate_key, load_private_key
 from bastion.config import load_config
 from bastion.identity.keys import parse_public_key
 from bastion.session import Session
 from bastion.store import TinyDBStore
-from tests.configs import ALICE_KEY, base_config, secret, write_config
+from tests.configs import ALICE_KEY, BOB_KEY, base_config, secret, write_config
 from tests.oidc_provider import DEFAULT_CLAIMS, running_provider
 from tui.app import BastionApp
 from tui.widgets.connections import ConnectionsView
@@ -150,3 +152,23 @@ async def test_a_bug_ends_the_session_in_one_line_without_a_traceback(tmp_path: 
     (error,) = [e for e in read_events(config.audit.log) if e["type"] == "session_error"]
     assert error["payload"] == {"error": "RuntimeError", "where": "tui"}
     session.end()
+
+
+async def test_f7_reaches_every_tab_from_the_keyboard(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    generate_key(config.audit.signing_key)
+    store = TinyDBStore(Path(config.bastion.state.removeprefix("tinydb:")))
+    audit = AuditLog(config.audit.log, config.bastion.name, load_private_key(config.audit.signing_key))
+    bob = Session(config, store, audit, config.users["bob"], parse_public_key(BOB_KEY).fingerprint, "tui")
+    bob.start()
+    app = BastionApp(bob)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause(0.2)
+        tabs = app.query_one("#tabs", TabbedContent)
+        seen = [tabs.active]
+        for key in ("f7", "f7", "shift+f7"):
+            await pilot.press(key)
+            await pilot.pause(0.2)
+            seen.append(tabs.active)
+        assert seen == ["connections", "approvals", "connections", "approvals"]
+    bob.end()

@@ -36,6 +36,7 @@ from tui.widgets.sql_pane import SqlPane
 
 IDLE_CHECK_S = 15.0
 HEADER_REFRESH_S = 30.0
+MY_REQUESTS_CHECK_S = 15.0  # a requester's pending request expires with time, not with a write
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class BastionApp(App[Outcome]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+e", "request_elevation", "Request elevation", priority=True),
         Binding("f8", "close_pane", "Close pane", priority=True),
-        Binding("ctrl+o", "show_tab('connections')", "Connections"),
+        Binding("ctrl+o", "show_tab('connections')", "Connections", show=False),
+        Binding("f7", "cycle_tab(1)", "Next tab", priority=True),
+        Binding("shift+f7", "cycle_tab(-1)", "Previous tab", show=False, priority=True),
         Binding("ctrl+z", "refuse_escape('ctrl+z')", show=False, priority=True),
         Binding("ctrl+backslash", "refuse_escape('ctrl+\\\\')", show=False, priority=True),
     ]
@@ -118,6 +121,7 @@ class BastionApp(App[Outcome]):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.hang_up, signal.Signals(signum).name)
         self.watch_store()
+        self.set_interval(MY_REQUESTS_CHECK_S, self.check_my_requests)  # expiry comes with time, not a write
         if self.needs_oidc:
             from tui.screens.login import LoginScreen  # OIDC libraries load only when OIDC is on
 
@@ -173,6 +177,13 @@ class BastionApp(App[Outcome]):
     @work(thread=True, exclusive=True, group="my-requests")
     def check_my_requests(self) -> None:
         mine = self.session.store.list_requests(requester=self.session.user.name)
+        if any(r.state == "pending" and r.expires_at <= time.time() for r in mine):
+            from bastion.approvals import for_session
+
+            # Expiry is a transition too: settled (and audited) here, so a requester sees "expired" even
+            # when no approver has looked.
+            for_session(self.session).expire_stale()
+            mine = self.session.store.list_requests(requester=self.session.user.name)
         for request in mine:
             before = self.my_requests.get(request.id)
             if before is not None and before != request.state and request.state != "used":
@@ -330,6 +341,13 @@ class BastionApp(App[Outcome]):
 
     def action_show_tab(self, tab: str) -> None:
         self.show_tab(tab)
+
+    def action_cycle_tab(self, step: int) -> None:
+        """Connections, Approvals, Audit and the panes in a ring: every tab is a key away."""
+        tabs = self.base.query_one("#tabs", TabbedContent)
+        ids = [pane.id for pane in tabs.query(TabPane) if pane.id]
+        if tabs.active in ids:
+            self.show_tab(ids[(ids.index(tabs.active) + step) % len(ids)])
 
     # -- ending
 

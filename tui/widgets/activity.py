@@ -116,7 +116,14 @@ class ApprovalsView(Vertical):
         approvals = for_session(self.session)
         approvals.expire_stale()
         pending = approvals.pending_for(self.session.user.name)
-        past = [r for r in self.session.store.list_requests() if r.state != "pending"][-200:]
+        # Past decisions this approver may see: on targets they approve, or their own requests.
+        user = self.session.user.name
+        mine = approvals.approvable_targets_of(user)
+        past = [
+            r
+            for r in self.session.store.list_requests()
+            if r.state != "pending" and (r.target in mine or r.requester == user)
+        ][-200:]
         reasons: dict[str, list[str]] = {}
         for request in pending:
             if request.kind == "statement" and request.statement:

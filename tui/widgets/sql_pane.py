@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the pipeline (psycopg) loads when the first pane opens, not
 
 FIRST_ROWS = 1000
 MORE_ROWS = 1000
+# A pane keeps at most this many rows: paging through a huge result must not fill the session's memory
+# (`ssh bastion exec --json` streams any size).
+MAX_SHOWN_ROWS = 50_000
 
 
 @dataclass
@@ -54,8 +57,10 @@ class SqlPane(Vertical):
     """One open PostgreSQL connection."""
 
     BINDINGS: ClassVar = [
-        Binding("ctrl+enter", "run", "Run", priority=True),
-        Binding("f5", "run", "Run", priority=True),
+        Binding(
+            "f5", "run", "Run", priority=True
+        ),  # first: the footer shows it; ctrl+enter is often just enter
+        Binding("ctrl+enter", "run", "Run", show=False, priority=True),
         Binding("ctrl+r", "run", "Run", show=False, priority=True),
         Binding("escape", "cancel", "Cancel", priority=True),
         Binding("ctrl+c", "cancel", "Cancel", show=False, priority=True),
@@ -313,8 +318,10 @@ class SqlPane(Vertical):
             if result.columns:
                 more = f" of >{self.shown_rows:,}" if result.more_available else ""
                 parts.append(Text(f"{self.shown_rows:,}{more} rows", "bold"))
-                if result.more_available:
+                if result.more_available and self.shown_rows < MAX_SHOWN_ROWS:
                     parts.append(Text("F6 loads more", "dim"))
+                elif result.more_available:
+                    parts.append(Text(f"pane limit of {MAX_SHOWN_ROWS:,} rows reached", "yellow"))
             else:
                 parts.append(text(result.command_status or "done", "bold"))
             if self.show_timings:
@@ -340,6 +347,13 @@ class SqlPane(Vertical):
             self.notify("No more rows.")
             return
         if self.running:
+            return
+        if self.shown_rows >= MAX_SHOWN_ROWS:
+            self.notify(
+                f"A pane keeps {MAX_SHOWN_ROWS:,} rows at most: narrow the query, or stream it with "
+                "`ssh bastion exec --json`.",
+                severity="warning",
+            )
             return
         self.running = True
         self.fetch_more(result)

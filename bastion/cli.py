@@ -62,13 +62,28 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_authorized_keys(args: argparse.Namespace) -> int:
-    from bastion.frontdoor import authorized_keys_line
+    from bastion.frontdoor import authorize_key
 
     config = _load(args)
-    line = authorized_keys_line(config, args.account, args.key_type, args.key_blob)
+    line, refusal = authorize_key(config, args.account, args.key_type, args.key_blob)
     if line:
         print(line)
+    elif refusal is not None:
+        _audit_key_refusal(config, refusal)
     return 0
+
+
+def _audit_key_refusal(config: Config, refusal: dict[str, str]) -> None:
+    """An unknown or disabled key knocking is evidence too. Never durable (sshd waits on us, and a stranger
+    must not be able to make us fsync at will), and never in the way: sshd refuses the key regardless."""
+    import contextlib
+
+    from bastion.session import open_audit_log
+
+    with contextlib.suppress(Exception):
+        open_audit_log(config).append(
+            "key_refused", refusal, session=None, user=refusal.get("user"), durable=False
+        )
 
 
 def cmd_sshd_config(args: argparse.Namespace) -> int:
@@ -109,11 +124,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"{log_path}: FAILED — {report.problem.message}")
         code = 1
     # recording: casts against their signed manifests (bastion/recording/verify.py)
-    from bastion.recording.verify import print_report, recordings_dir, verify_recordings
+    from bastion.recording.verify import other_copies, print_report, recordings_dir, verify_recordings
 
-    directory = recordings_dir(args.recordings, log_path, config)
+    directory = recordings_dir(args.recordings, log_path, config, complete=args.complete)
     if directory is not None:
-        recordings = verify_recordings(directory, [public_key], log_path, complete=args.complete)
+        with other_copies(config, directory) as elsewhere:
+            recordings = verify_recordings(
+                directory, [public_key], log_path, complete=args.complete, elsewhere=elsewhere
+            )
         print_report(recordings)
         code = code or (0 if recordings.ok else 1)
     return code
@@ -261,7 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--recordings", metavar="DIR", help="session recordings to check (default: sessions/ beside audit/)"
     )
     verify.add_argument(
-        "--complete", action="store_true", help="every recording the log says was sealed must be in DIR"
+        "--complete",
+        action="store_true",
+        help="every recording the log says was sealed must be in DIR; every one it says started must be "
+        "in DIR, the spool or the sink",
     )
     verify.set_defaults(func=cmd_audit_verify)
 

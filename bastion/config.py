@@ -286,10 +286,10 @@ def load_config(path: str | Path) -> Config:
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, [f"{path}: config file does not exist"]) from None
+        raise ConfigError(path, ["config file does not exist"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(path, [f"{path}: cannot read config ({reason})"]) from None
+        raise ConfigError(path, [f"cannot read config ({reason})"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

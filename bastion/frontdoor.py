@@ -48,16 +48,26 @@ def forced_command(config: Config, fingerprint: str) -> str:
 
 def authorized_keys_line(config: Config, account: str, key_type: str, key_b64: str) -> str | None:
     """The line for sshd's AuthorizedKeysCommand, or None: wrong account, unknown or disabled key."""
+    return authorize_key(config, account, key_type, key_b64)[0]
+
+
+def authorize_key(
+    config: Config, account: str, key_type: str, key_b64: str
+) -> tuple[str | None, dict[str, str] | None]:
+    """(the authorized_keys line, None) for a registered, enabled key; (None, what to audit) for a key
+    offered to the service account and refused; (None, None) for other accounts, which are not ours."""
     if account != config.bastion.service_user:
-        return None
+        return None, None
     try:
         key = parse_key_parts(key_type, key_b64)
     except InvalidKey:
-        return None
+        return None, {"reason": "the offered key is not a valid public key"}
     user = config.user_by_fingerprint(key.fingerprint)
-    if user is None or user.disabled:
-        return None
-    return f'restrict,pty,command="{forced_command(config, key.fingerprint)}" {key.line()}'
+    if user is None:
+        return None, {"reason": "unknown key", "key": key.fingerprint}
+    if user.disabled:
+        return None, {"reason": f"user {user.name} is disabled", "key": key.fingerprint, "user": user.name}
+    return f'restrict,pty,command="{forced_command(config, key.fingerprint)}" {key.line()}', None
 
 
 def sshd_config_snippet(config: Config, *, keys_user: str | None = None) -> str:

@@ -72,7 +72,7 @@ exit codes:
   0  every statement ran
   1  a statement was blocked, failed or was cancelled; or the connection was refused / unreachable
   2  the command line is not understood
-  3  a statement needs approval (requests arrive with the approvals feature)
+  3  a statement needs approval (file it with `request CONNECTION --reason TEXT -- STATEMENT`)
 """
 
 _RAW_TAIL = {"exec", "request"}  # commands whose words after `--` are taken verbatim from the command line

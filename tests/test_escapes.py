@@ -629,6 +629,10 @@ def test_unknown_key_is_refused_by_sshd(door: Door) -> None:
     assert door.new_sessions(mark) == {}  # no bastion process ran
     log = door.sshd_log_since(offset)
     assert "Failed publickey" in log and door.fingerprints["stranger"] in log  # sshd's record of it
+    refused = [e["payload"] for e in door.events()[mark:] if e["type"] == "key_refused"]  # and ours
+    assert refused and all(
+        r == {"reason": "unknown key", "key": door.fingerprints["stranger"]} for r in refused
+    )
 
 
 def test_disabled_user_is_refused_by_sshd(door: Door) -> None:
@@ -638,6 +642,8 @@ def test_disabled_user_is_refused_by_sshd(door: Door) -> None:
     assert door.new_sessions(mark) == {}
     log = door.sshd_log_since(offset)
     assert "Failed publickey" in log and door.fingerprints["bob"] in log
+    refused = [e["payload"] for e in door.events()[mark:] if e["type"] == "key_refused"]
+    assert refused and all(r["reason"] == "user bob is disabled" and r["user"] == "bob" for r in refused)
 
 
 # ---------------------------------------------------------------- interactive keys (need the TUI)

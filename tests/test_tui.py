@@ -210,6 +210,20 @@ async def test_closing_a_pane_closes_its_target_session(alice: Session, shop: Sh
         assert after == (0,)
 
 
+async def test_ctrl_z_in_the_editor_is_undo_and_nothing_else(alice: Session) -> None:
+    app = BastionApp(alice)
+    async with app.run_test(size=(120, 30)) as pilot:
+        pane = await open_pane(app, pilot)
+        editor = pane.query_one("#editor", TextArea)
+        editor.focus()
+        editor.text = ""
+        await pilot.press(*"select 1")
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+z")
+        await pilot.pause(0.2)
+        assert editor.text != "select 1" and app.is_running
+
+
 async def test_keys_that_must_not_escape(
     alice: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,7 @@ from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane, TextArea
 from textual.worker import get_current_worker
 
 from bastion.identity.roles import approvable_targets, is_auditor, requestable_connections, usable_connections
@@ -392,6 +392,10 @@ class BastionApp(App[Outcome]):
     # -- no way out
 
     def action_refuse_escape(self, key: str) -> None:
+        editor = self.focused
+        if key == "ctrl+z" and isinstance(editor, TextArea) and not editor.read_only:
+            editor.undo()  # in the editor Ctrl+Z is undo, as everywhere else; it never suspends anything
+            return
         self.notify(f"{key} does nothing here: bastion has no shell to return to. Ctrl+Q ends the session.")
 
     def action_suspend_process(self) -> None:

@@ -222,6 +222,9 @@ async def test_ctrl_z_in_the_editor_is_undo_and_nothing_else(alice: Session) -> 
         await pilot.press("ctrl+z")
         await pilot.pause(0.2)
         assert editor.text != "select 1" and app.is_running
+        await pilot.press("escape")  # nothing is running: Esc leaves the editor for the results
+        await pilot.pause(0.1)
+        assert pane.query_one("#results", DataTable).has_focus
 
 
 async def test_keys_that_must_not_escape(

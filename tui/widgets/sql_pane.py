@@ -255,6 +255,10 @@ class SqlPane(Vertical):
         if self.running and self.pipeline is not None:
             self.pipeline.cancel()
             self.notify("Cancel sent to the server.")
+            return
+        editor = self.query_one("#editor", TextArea)
+        if editor.has_focus and not self.running:
+            self.query_one("#results", DataTable).focus()  # nothing to cancel: Esc leaves the editor
 
     def on_sql_pane_finished(self, event: Finished) -> None:
         result = event.result

@@ -24,7 +24,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane, TextArea
 from textual.worker import get_current_worker
 
-from bastion.identity.roles import approvable_targets, is_auditor, requestable_connections, usable_connections
+from bastion.identity.roles import (
+    RoleSet,
+    approvable_targets,
+    is_auditor,
+    requestable_connections,
+    usable_connections,
+)
 from bastion.session import Session
 from bastion.store.base import Grant
 from bastion.units import format_duration
@@ -73,12 +79,15 @@ class BastionApp(App[Outcome]):
         self._pane_serial = 0
         # With OIDC the roles are known only after the device login: the role tabs come then (after_login).
         self.is_approver = self.is_auditor = False
+        # The roles as last read from the store (on start, then by refresh_state in a worker): what the
+        # screen shows and the palette offers. Enforcement never uses them: the pipeline reads per statement.
+        self.roles_seen = session.roles()
         if not needs_oidc:
             self.settle_roles()
         self.my_requests: dict[str, str] = {}  # request id -> last state seen
 
     def settle_roles(self) -> None:
-        roles = self.session.roles()
+        roles = self.roles_seen = self.session.roles()
         self.is_approver = bool(approvable_targets(self.session.config, roles))
         self.is_auditor = is_auditor(self.session.config, roles)
 
@@ -103,13 +112,13 @@ class BastionApp(App[Outcome]):
         yield SessionHeader(id="session-header")
         with TabbedContent(id="tabs", initial="connections"):
             with TabPane("Connections", id="connections"):
-                yield ConnectionsView(self.connection_rows(), id="connections-view")
+                yield ConnectionsView(self.connection_rows(self.roles_seen), id="connections-view")
             yield from self.role_panes()
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_header()
-        self.set_interval(HEADER_REFRESH_S, self.refresh_header)
+        self.apply_state(self.roles_seen, None)
+        self.set_interval(HEADER_REFRESH_S, self.refresh_state)
         if self.session.recording is not None:  # the recorder's status in the header, within a second
             self.poll_recording()
             self.set_interval(1.0, self.poll_recording)
@@ -139,9 +148,7 @@ class BastionApp(App[Outcome]):
         tabs = self.base.query_one("#tabs", TabbedContent)
         for pane in self.role_panes():
             tabs.add_pane(pane)
-        self.refresh_header()
-        self.base.query_one(ConnectionsView).rows = self.connection_rows()
-        self.base.query_one(ConnectionsView).refill("")
+        self.apply_state(self.roles_seen, self.connection_rows(self.roles_seen))
         self.focus_filter()
 
     def focus_filter(self) -> None:
@@ -165,14 +172,32 @@ class BastionApp(App[Outcome]):
             return  # shutting down
         for view in [*self.base.query(ApprovalsView), *self.base.query(AuditView), *self.base.query(SqlPane)]:
             view.post_message(StoreChanged(event.counter))
-        self.refresh_header()
-        if self.session.started_at:
-            rows = self.connection_rows()
-            view = self.base.query_one(ConnectionsView)
-            if rows != view.rows:
-                view.rows = rows
-                view.refill(self.base.query_one("#connection-filter", Input).value)
+        self.refresh_state()
         self.check_my_requests()
+
+    @work(thread=True, exclusive=True, group="state")
+    def refresh_state(self) -> None:
+        """Roles and connection rows read off the UI thread (a PostgreSQL store is a network round trip)."""
+        roles = self.session.roles()
+        rows = self.connection_rows(roles) if self.session.started_at else None
+        self.call_from_thread(self.apply_state, roles, rows)
+
+    def apply_state(self, roles: RoleSet, rows: list[ConnectionRow] | None) -> None:
+        if not self.screen_stack:
+            return  # shutting down
+        self.roles_seen = roles
+        header = self.base.query_one(SessionHeader)
+        header.bastion = self.session.config.bastion.name
+        header.user = self.session.user.name
+        header.roles = roles.roles
+        elevations = [g for g in roles.grants if g.kind == "elevation"]
+        header.elevated = tuple(g.target for g in elevations)
+        header.elevated_until = min((g.expires_at for g in elevations), default=None)
+        header.now = time.time()
+        view = self.base.query_one(ConnectionsView)
+        if rows is not None and rows != view.rows:
+            view.rows = rows
+            view.refill(self.base.query_one("#connection-filter", Input).value)
 
     @work(thread=True, exclusive=True, group="my-requests")
     def check_my_requests(self) -> None:
@@ -199,7 +224,7 @@ class BastionApp(App[Outcome]):
     def action_request_elevation(self) -> None:
         from bastion.identity.roles import may_request
 
-        targets = sorted(may_request(self.session.config, self.session.roles().base))
+        targets = sorted(may_request(self.session.config, self.roles_seen.base))
         if not targets:
             self.notify("Your roles may not request elevation.", severity="warning")
             return
@@ -232,7 +257,7 @@ class BastionApp(App[Outcome]):
         self.call_from_thread(self.notify, f"Request {request.id} for {target} is pending approval.")
 
     def my_elevations(self) -> list[Grant]:
-        return [g for g in self.session.roles().grants if g.kind == "elevation"]
+        return [g for g in self.roles_seen.grants if g.kind == "elevation"]
 
     @work(thread=True, group="requests")
     def give_back_elevation(self) -> None:
@@ -250,13 +275,12 @@ class BastionApp(App[Outcome]):
             notify_revoked(self.session, ended[-1], self.session.user.name, "")
         names = ", ".join(g.target for g in ended) or "nothing"
         self.call_from_thread(self.notify, f"Elevation ended: {names}.")
-        self.call_from_thread(self.refresh_header)
+        self.call_from_thread(self.refresh_state)
 
     # -- what the user may use
 
-    def connection_rows(self) -> list[ConnectionRow]:
+    def connection_rows(self, roles: RoleSet) -> list[ConnectionRow]:
         config = self.session.config
-        roles = self.session.roles()
         usable = usable_connections(config, roles)
         requestable = requestable_connections(config, roles)
         masked = bool(config.masking.columns)
@@ -275,20 +299,7 @@ class BastionApp(App[Outcome]):
         return rows
 
     def usable_connection_names(self) -> list[str]:
-        return sorted(usable_connections(self.session.config, self.session.roles()))
-
-    def refresh_header(self) -> None:
-        if not self.screen_stack:
-            return
-        header = self.base.query_one(SessionHeader)
-        roles = self.session.roles()
-        header.bastion = self.session.config.bastion.name
-        header.user = self.session.user.name
-        header.roles = roles.roles
-        elevations = [g for g in roles.grants if g.kind == "elevation"]
-        header.elevated = tuple(g.target for g in elevations)
-        header.elevated_until = min((g.expires_at for g in elevations), default=None)
-        header.now = time.time()
+        return sorted(usable_connections(self.session.config, self.roles_seen))
 
     # -- opening and closing panes
 

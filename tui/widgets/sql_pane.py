@@ -423,19 +423,30 @@ class SqlPane(Vertical):
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         notify_request(self.session, "request", request)
-        self.post_message(self.RequestState(request.id, request.state, request.statement or "", []))
+        self.post_message(
+            self.RequestState(request.id, request.state, request.statement or "", [], filed=True)
+        )
 
     class RequestState(Message):
         def __init__(
-            self, request_id: str, state: str, statement: str, decisions: list[dict[str, Any]]
+            self,
+            request_id: str,
+            state: str,
+            statement: str,
+            decisions: list[dict[str, Any]],
+            *,
+            filed: bool = False,
         ) -> None:
             super().__init__()
+            self.filed = filed  # a new request this pane now follows; else a poll of the one it follows
             self.request_id = request_id
             self.state = state
             self.statement = statement
             self.decisions = decisions
 
     def on_sql_pane_request_state(self, event: RequestState) -> None:
+        if not event.filed and event.request_id != self.request_id:
+            return  # a poll that lost the race with running the approved statement: no longer followed
         self.request_id, self.request_state = event.request_id, event.state
         self.approved_statement = event.statement
         by = ", ".join(f"{d['approver']}: {d['decision']}" for d in event.decisions)

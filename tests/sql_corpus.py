@@ -423,6 +423,29 @@ _add(
     ("advisory-xact-lock", "SELECT pg_advisory_xact_lock(1)"),
     ("advisory-unlock-all", "SELECT pg_advisory_unlock_all()"),
     ("advisory-lock-attribute", "SELECT (1::bigint).pg_advisory_lock"),
+    ("txid-current", "SELECT txid_current()"),
+    ("txid-current-from", "SELECT * FROM txid_current()"),
+    ("pg-current-xact-id", "SELECT pg_current_xact_id()"),
+    ("setseed", "SELECT setseed(0.5)"),
+    ("setseed-catalog", "SELECT pg_catalog.setseed(0.5)"),
+)
+
+# ---------------------------------------------------------------- user functions named after built-ins
+# The `app` schema defines generate_series, unnest and an operator + whose functions write (see
+# tests/test_sql_bypass.py): a schema qualifier other than pg_catalog names a user function, never the built-in.
+_add(
+    "user-functions",
+    "held",
+    ("from-generate-series", "SELECT * FROM app.generate_series(1, 2)"),
+    ("from-generate-series-alias", "SELECT g FROM app.generate_series(1, 2) AS g"),
+    ("from-db-qualified", "SELECT * FROM shop.app.generate_series(1, 2)"),
+    ("from-quoted-schema", 'SELECT * FROM "app".generate_series(1, 2)'),
+    ("rows-from", "SELECT * FROM ROWS FROM (app.generate_series(1, 2))"),
+    ("rows-from-second", "SELECT * FROM ROWS FROM (generate_series(1, 2), app.unnest(ARRAY[1]))"),
+    ("lateral", "SELECT * FROM orders o, LATERAL app.generate_series(1, o.id) g"),
+    ("from-unnest", "SELECT * FROM app.unnest(ARRAY[1])"),
+    ("operator", "SELECT 1 OPERATOR(app.+) 2"),
+    ("operator-in-where", "SELECT id FROM orders WHERE id OPERATOR(app.+) 1 > 0"),
 )
 _add(
     "locks",
@@ -638,6 +661,14 @@ _reads(
     ("long-string", "SELECT length('" + "x" * 100_000 + "')"),
     ("moderate-arrays", "SELECT ARRAY[ARRAY[1, 2], ARRAY[3, 4]]"),
 )  # fmt: skip
+
+# ---------------------------------------------------------------- built-ins under their pg_catalog name
+_reads(
+    "builtin-read",
+    "ok",
+    ("pg-catalog-lower", "SELECT pg_catalog.lower('A'), pg_catalog.upper(status) FROM orders"),
+    ("xpath", "SELECT xpath('/a/text()', '<a>x</a>'::xml)"),
+)
 
 # ---------------------------------------------------------------- nothing to run
 for _ident, _sql in {

@@ -45,6 +45,13 @@ CREATE TABLE side_effects (n int);
 CREATE FUNCTION bump(o orders) RETURNS int LANGUAGE sql AS 'INSERT INTO side_effects VALUES (1) RETURNING 1';
 CREATE PROCEDURE p() LANGUAGE sql AS $$ DELETE FROM orders $$;
 CREATE MATERIALIZED VIEW mv AS SELECT id, status FROM orders;
+CREATE FUNCTION lower(int) RETURNS text LANGUAGE sql AS $$ INSERT INTO side_effects VALUES (1) RETURNING 'x' $$;
+CREATE SCHEMA app;
+CREATE FUNCTION app.generate_series(int, int) RETURNS SETOF int LANGUAGE sql
+    AS 'INSERT INTO side_effects VALUES (1) RETURNING 1';
+CREATE FUNCTION app.unnest(int[]) RETURNS SETOF int LANGUAGE sql AS 'INSERT INTO side_effects VALUES (1) RETURNING 1';
+CREATE FUNCTION app.plus(int, int) RETURNS int LANGUAGE sql AS 'INSERT INTO side_effects VALUES (1) RETURNING 1';
+CREATE OPERATOR app.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = app.plus);
 """
 
 
@@ -82,12 +89,17 @@ def shop(pg_dsn: str) -> Iterator[Shop]:
         admin.execute(ADMIN_SETUP)
         for role in (shop.ro_user, shop.rw_user):
             admin.execute(sql.SQL("GRANT SELECT ON side_effects, mv TO {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(sql.Identifier(role)))
         admin.execute(sql.SQL("GRANT INSERT ON side_effects TO {}").format(sql.Identifier(shop.rw_user)))
     try:
         yield shop
     finally:
         with shop.admin() as admin:
             admin.execute("DROP EXTENSION IF EXISTS dblink")
+            # the run's database is shared by later modules: user functions named after built-ins would
+            # change what their catalog checks and lineage see
+            admin.execute("DROP SCHEMA IF EXISTS app CASCADE")
+            admin.execute("DROP FUNCTION IF EXISTS public.lower(int)")
         next(shops, None)
 
 
@@ -443,3 +455,32 @@ def test_attribute_notation_user_function_is_not_a_read(env: Env) -> None:
     after = env.admin.execute("SELECT count(*) FROM side_effects").fetchone()
     assert before == after, "the user function ran and wrote"
     assert results[-1].status in {"blocked", "needs_approval"}, _describe(results)
+
+
+SHADOWED = [
+    "SELECT lower(1)",
+    "SELECT LOWER(id) FROM orders",
+    'SELECT "lower"(1)',
+    "EXPLAIN ANALYZE SELECT lower(1)",
+]
+
+
+@pytest.mark.parametrize("name", CONNECTIONS)
+@pytest.mark.parametrize("text", SHADOWED)
+def test_builtin_name_shadowed_on_the_search_path_is_not_a_read(env: Env, name: str, text: str) -> None:
+    """`public.lower(int)` exists and writes: `lower(1)` resolves to it, not to pg_catalog.lower(text). The
+    classifier alone calls it a read (it cannot see the schema); the pipeline's catalog check must not."""
+    assert classify(text).sql_class is SqlClass.READ
+    before = env.admin.execute("SELECT count(*) FROM side_effects").fetchone()
+    results = run_all(env.pipelines[name], text)
+    after = env.admin.execute("SELECT count(*) FROM side_effects").fetchone()
+    assert before == after, "the user function ran and wrote"
+    expected = {"blocked"} if name == "pg-readonly" else {"blocked", "needs_approval"}
+    assert results[-1].status in expected, _describe(results)
+    assert "public.lower" in " ".join(results[-1].decision.classification.reasons)
+
+
+def test_pg_catalog_qualified_builtin_runs_despite_a_shadow(env: Env) -> None:
+    """Qualified with pg_catalog, the call is the built-in whatever the search path holds."""
+    results = run_all(env.pipelines["pg-readonly"], "SELECT pg_catalog.lower('A')")
+    assert [r.status for r in results] == ["ok"], _describe(results)

@@ -132,6 +132,11 @@ READS: list[Read] = [
     Read("barcode-gs1-example", "SELECT '5901234123457' AS ean13"),
     Read("catalog", "SELECT relname FROM pg_class WHERE relname IN ('orders', 'customers') ORDER BY 1"),
     Read("current-user", "SELECT current_user = session_user AS same, current_database() IS NOT NULL AS db"),
+    Read("pg-catalog-functions", "SELECT pg_catalog.lower(status) AS s, pg_catalog.upper(status) AS u, "
+         "pg_catalog.length(status) AS n FROM orders ORDER BY id"),
+    Read("pg-catalog-operator", "SELECT id OPERATOR(pg_catalog.+) 1 AS next_id FROM orders ORDER BY id"),
+    Read("xpath", "SELECT (xpath('/order/@id', '<order id=\"SO-7\"><sku>A-1</sku></order>'::xml))::text[] AS ids, "
+         "xpath_exists('/order/sku', '<order><sku>A-1</sku></order>'::xml) AS has_sku"),
 ]  # fmt: skip
 
 

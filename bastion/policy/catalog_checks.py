@@ -1,13 +1,15 @@
 """Checks that need the live catalog, run by the pipeline between classification and execution.
 
 The classifier works without a database; these close the gaps that only the schema can: attribute notation
-that is really a function call (`o.bump` is `bump(o)`), system views that expose data samples of every
+that is really a function call (`o.bump` is `bump(o)`), unqualified calls that the search path resolves to a
+user function (`lower(1)` when `public.lower(int)` exists), system views that expose data samples of every
 table (pg_stats), encodings that hide values from the detectors, and error messages that echo values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 from bastion.policy import functions
@@ -66,12 +68,91 @@ def exposes_data(catalog: Catalog, parts: list[Any]) -> bool:
     return f"pg_catalog.{names[-1]}" in DATA_SYSTEM_RELATIONS
 
 
-def function_call_notation(tree: Any, catalog: Catalog) -> Iterator[tuple[SqlClass, str, str]]:
-    """Qualified references `t.f` where t is a real table without a column f: PostgreSQL calls f(t).
+def path_functions(catalog: Catalog) -> dict[str, tuple[Any, ...]]:
+    """User-defined functions an unqualified call can reach: those in a schema on the effective search path
+    (pg_temp is never searched for functions), by folded name. Cached on the catalog."""
+    key = ("catalog_checks.path_functions",)
+    found: dict[str, tuple[Any, ...]] | None = catalog.memo.get(key)
+    if found is None:
+        path = {s for s in catalog.effective_path if not s.startswith("pg_temp")}
+        found = {}
+        for fn in catalog.functions:
+            if fn.schema in path:
+                found[fn.name] = (*found.get(fn.name, ()), fn)
+        catalog.memo[key] = found
+    return found
 
-    Yields (class, reason, function name) the way the classifier would judge the call itself.
+
+def shadowed_calls(tree: Any, catalog: Catalog) -> Iterator[tuple[SqlClass, str, str]]:
+    """Unqualified calls `f(…)` where a schema on the search path defines a user function named f.
+
+    PostgreSQL picks among every function of that name on the path by argument types, so `lower(1)` runs
+    `public.lower(int)` rather than the built-in: the call is judged as the user function it may be (a
+    write, its output untraceable). Names come from the statement's tokens, which also covers calls sqlglot
+    turns into typed expressions under another name. A known pure extension function (functions.
+    EXTENSION_SAFE) counts as the extension's only when the catalog says every function of that name on
+    the path belongs to that extension.
+    """
+    reachable = path_functions(catalog)
+    if not reachable:
+        return
+    text = tree.meta.get("source") if tree is not None else None
+    if not isinstance(text, str):
+        from bastion.policy.sql import DIALECT
+
+        text = tree.sql(dialect=DIALECT)
+    lowered = text.lower()
+    if not any(name.lower() in lowered for name in reachable):
+        return  # the common case: no user function's name appears at all, so nothing to tokenize
+    from sqlglot.errors import SqlglotError
+    from sqlglot.tokens import TokenType
+
+    from bastion.policy.sql import DIALECT
+    from bastion.targets.catalog import fold_name
+
+    try:
+        tokens = DIALECT.tokenize(text)
+    except SqlglotError:  # the classifier already called this statement unknown
+        return
+    seen: set[str] = set()
+    previous = None
+    for token, following in pairwise(tokens):
+        if (
+            following.token_type == TokenType.L_PAREN
+            and (previous is None or previous.token_type not in (TokenType.DOT, TokenType.DCOLON))
+            and token.token_type not in (TokenType.STRING, TokenType.NUMBER, TokenType.R_PAREN)
+        ):
+            name = fold_name(token.text, quoted=token.token_type == TokenType.IDENTIFIER)
+            candidates = reachable.get(name)
+            if candidates and name not in seen and not _extension_owned(name, candidates):
+                seen.add(name)
+                where = ", ".join(sorted({f"{fn.schema}.{fn.name}" for fn in candidates}))
+                if name in functions.DANGEROUS:
+                    yield SqlClass.DANGEROUS, f"{name}() may resolve to {where}", name
+                elif name in functions.SESSION:
+                    yield SqlClass.SESSION, f"{name}() may resolve to {where}", name
+                else:
+                    yield (
+                        SqlClass.WRITE,
+                        f"{name}() may resolve to the user-defined {where} on the search path: it may write",
+                        name,
+                    )
+        previous = token
+
+
+def _extension_owned(name: str, candidates: tuple[Any, ...]) -> bool:
+    extension = functions.EXTENSION_SAFE.get(name)
+    return extension is not None and all(getattr(fn, "extension", None) == extension for fn in candidates)
+
+
+def function_call_notation(tree: Any, catalog: Catalog) -> Iterator[tuple[SqlClass, str, str]]:
+    """Calls only the catalog reveals, as (class, reason, function name), judged the way the classifier
+    judges a user function: qualified references `t.f` where t is a real table without a column f
+    (PostgreSQL calls f(t)), then unqualified calls that may resolve to a user function (shadowed_calls).
     """
     from sqlglot import exp
+
+    yield from shadowed_calls(tree, catalog)
 
     aliases: dict[str, Any] = {}
     for table in tree.find_all(exp.Table):

@@ -47,10 +47,14 @@ DANGEROUS = frozenset(
         "pg_advisory_unlock_shared", "pg_advisory_unlock_all", "pg_advisory_xact_lock",
         "pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
         "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared",
+        # assign a transaction id when none is yet: consumes the cluster-wide xid counter (wraparound), and
+        # the transaction must write a commit record (txid_current_if_assigned and friends do not assign)
+        "txid_current", "pg_current_xact_id",
     }
 )  # fmt: skip
 
-SESSION = frozenset({"set_config"})
+# set_config changes settings; setseed changes the session's random() sequence for every later statement.
+SESSION = frozenset({"set_config", "setseed"})
 
 # Built-ins that only compute from their arguments or read harmless server state. sqlglot parses many
 # built-ins into typed expressions; these are the ones it leaves as anonymous calls.
@@ -68,7 +72,7 @@ SAFE_BUILTINS = frozenset(
         # numbers
         "abs", "cbrt", "ceil", "ceiling", "degrees", "div", "exp", "factorial", "floor", "gcd", "lcm", "ln",
         "log", "log10", "min_scale", "mod", "pi", "power", "radians", "round", "scale", "sign", "sqrt",
-        "trim_scale", "trunc", "width_bucket", "random", "random_normal", "setseed", "acos", "asin", "atan",
+        "trim_scale", "trunc", "width_bucket", "random", "random_normal", "acos", "asin", "atan",
         "atan2", "cos", "cot", "sin", "tan", "acosd", "asind", "atand", "atan2d", "cosd", "cotd", "sind",
         "tand", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "to_number", "numeric", "int4", "int8",
         "float8",
@@ -109,10 +113,13 @@ SAFE_BUILTINS = frozenset(
         "array_agg", "json_scalar", "json_serialize", "jsonb_path_exists_tz", "jsonb_path_query_tz",
         "jsonb_path_match_tz", "date_add", "date_subtract", "extract", "uuid_extract_timestamp",
         "uuid_extract_version", "md5", "sha1",
+        # xml: parsing and XPath over a value (query_to_xml and friends, which run SQL, are dangerous)
+        "xpath", "xpath_exists", "xml_is_well_formed", "xml_is_well_formed_document",
+        "xml_is_well_formed_content", "xmlcomment", "xmlconcat", "xmltext",
         # ROW(...) is a row constructor, not a call (sqlglot reads it as one); its record is traced by lineage
         "row",
         # series, uuids, network, ranges, text search (not ts_stat / ts_rewrite)
-        "generate_series", "gen_random_uuid", "uuid_generate_v4", "host", "hostmask", "masklen", "netmask",
+        "generate_series", "gen_random_uuid", "host", "hostmask", "masklen", "netmask",
         "network", "set_masklen", "broadcast", "family", "inet_merge", "inet_same_family", "abbrev",
         "lower_inc", "upper_inc", "lower_inf", "upper_inf", "isempty", "range_merge", "to_tsvector",
         "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank", "ts_rank_cd",
@@ -131,13 +138,32 @@ SAFE_BUILTINS = frozenset(
         "has_schema_privilege", "has_database_privilege", "has_function_privilege", "has_sequence_privilege",
         "pg_has_role", "to_regclass", "to_regtype", "to_regproc", "to_regprocedure", "to_regnamespace",
         "to_regrole", "pg_is_in_recovery", "pg_last_xact_replay_timestamp", "pg_current_wal_lsn",
-        "pg_wal_lsn_diff", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "txid_current",
-        "pg_current_xact_id", "txid_current_if_assigned", "pg_xact_commit_timestamp", "currval", "lastval",
+        "pg_wal_lsn_diff", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "txid_current_if_assigned",
+        "pg_current_xact_id_if_assigned", "txid_current_snapshot", "pg_current_snapshot",
+        "pg_xact_commit_timestamp", "currval", "lastval",
         "pg_table_is_visible", "pg_function_is_visible", "pg_type_is_visible", "num_nulls", "num_nonnulls",
         "pg_blocking_pids", "pg_jit_available", "pg_listening_channels", "pg_my_temp_schema",
         "pg_trigger_depth", "pg_client_encoding", "pg_encoding_to_char", "pg_char_to_encoding",
     }
 )  # fmt: skip
+
+# Functions of common extensions that only compute from their arguments, by the extension that defines
+# them. They live in an ordinary schema (usually public), so the live-catalog check counts a call to one as
+# the extension's only when the catalog says every function of that name on the search path belongs to
+# that extension; otherwise it is judged as the user function it may be (catalog_checks.shadowed_calls).
+EXTENSION_SAFE: dict[str, str] = {
+    **dict.fromkeys(("crypt", "gen_salt", "digest", "hmac", "gen_random_bytes"), "pgcrypto"),
+    **dict.fromkeys(
+        ("uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v3", "uuid_generate_v4", "uuid_generate_v5",
+         "uuid_nil", "uuid_ns_dns", "uuid_ns_url", "uuid_ns_oid", "uuid_ns_x500"),
+        "uuid-ossp",
+    ),
+}  # fmt: skip
+
+
+def is_safe(name: str) -> bool:
+    """A built-in or extension function known to be a plain read (by lower-cased, unqualified name)."""
+    return name in SAFE_BUILTINS or name in EXTENSION_SAFE
 
 
 def base_name(qualifier: str | None, name: str) -> tuple[str, bool]:

@@ -269,6 +269,7 @@ def _classify(text: str) -> Classification:
         return _command(text, tree)
     if not isinstance(tree, _STATEMENTS):
         return _unknown(text, "sqlglot does not recognise this as a statement", _guess(text))
+    tree.meta["source"] = text  # what was typed, for the live-catalog checks (catalog_checks.shadowed_calls)
     found = _Findings()
     _walk(tree, found)
     return found.result(text, _kind(tree), tree)
@@ -373,6 +374,7 @@ _HANDLERS: dict[str, Callable[[Any, _Findings], None]] = {
     "comment": _fixed(SqlClass.DDL, "COMMENT ON changes the schema"),
     "analyze": _fixed(SqlClass.DDL, "ANALYZE updates planner statistics"),
     "function": lambda node, found: _function(node, found),
+    "operator": lambda node, found: _operator(node, found),
     "attribute": lambda node, found: _attribute(node, found),
     # sqlglot reads PostgreSQL's `CREATE TABLE t AS EXECUTE p(1)` as an EXECUTE AS property: it runs a
     # prepared statement whose text the policy never sees.
@@ -400,6 +402,7 @@ _KINDS: tuple[tuple[type[exp.Expression] | tuple[type[exp.Expression], ...], str
     (exp.Comment, "comment"),
     (exp.Analyze, "analyze"),
     (exp.Func, "function"),
+    (exp.Operator, "operator"),
     ((exp.Column, exp.Dot), "attribute"),
     (exp.ExecuteAsProperty, "execute"),
     (exp.Command, "command"),
@@ -458,14 +461,39 @@ def _copy(node: exp.Copy, found: _Findings) -> None:
         found.add(SqlClass.DANGEROUS, "COPY to or from a server file or program")
 
 
+def _qualifier(node: exp.Expression) -> str | None:
+    """The schema a call is qualified with, as written (the last part of `db.schema.f`): in a select list
+    `app.f(…)` is Dot(app, f(…)); in FROM, ROWS FROM and table functions it is Table(f(…), db=app)."""
+    parent = node.parent
+    if isinstance(parent, exp.Dot) and parent.expression is node:
+        qualifier = parent.this
+    elif isinstance(parent, exp.Table) and parent.this is node:
+        qualifier = parent.args.get("db")
+    else:
+        return None
+    while isinstance(qualifier, exp.Dot):
+        qualifier = qualifier.expression
+    return qualifier.name if isinstance(qualifier, exp.Expression) else None
+
+
+# Typed nodes whose sqlglot name is not the PostgreSQL one (for reasons and the opaque set only).
+_PG_NAMES: dict[type[exp.Expression], str] = {
+    exp.ExplodingGenerateSeries: "generate_series",
+    exp.GenerateSeries: "generate_series",
+    exp.Explode: "unnest",
+    exp.Unnest: "unnest",
+}
+# Names sqlglot parses into typed expressions: the built-ins the classifier already reads as plain reads
+# when they are unqualified, so `pg_catalog.lower(…)` (which sqlglot leaves anonymous) is one too.
+_TYPED_BUILTINS = frozenset(name.lower() for name in DIALECT.parser_class.FUNCTIONS)
+
+
 def _function(node: exp.Func, found: _Findings) -> None:
+    qualifier = _qualifier(node)
     if isinstance(node, exp.Anonymous):
-        qualifier = None
-        if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
-            qualifier = node.parent.this.name if isinstance(node.parent.this, exp.Expression) else None
         name, user_schema = functions.base_name(qualifier, node.name)
     else:
-        name, user_schema = node.sql_name().lower(), False
+        name, user_schema = functions.base_name(qualifier, _PG_NAMES.get(type(node)) or node.sql_name())
     shown = f"{name}()"
     # Dangerous and session names count whatever the schema: extensions such as dblink live in any schema
     # (`public.dblink_exec`), and `shop.pg_catalog.pg_read_file` is pg_catalog's function under a
@@ -474,11 +502,31 @@ def _function(node: exp.Func, found: _Findings) -> None:
         found.add(SqlClass.DANGEROUS, f"calls {shown}")
     elif name in functions.SESSION:
         found.add(SqlClass.SESSION, f"calls {shown}, which changes session settings")
-    elif isinstance(node, exp.Anonymous) and (user_schema or name not in functions.SAFE_BUILTINS):
+    elif user_schema:
+        # `app.generate_series(…)` is app's function, whatever built-in it is named after.
+        found.add(SqlClass.WRITE, f"calls {qualifier}.{shown}, a function outside pg_catalog: it may write")
+        found.opaque.add(name)
+    elif isinstance(node, exp.Anonymous) and not (
+        functions.is_safe(name) or (qualifier is not None and name in _TYPED_BUILTINS)
+    ):
         found.add(SqlClass.WRITE, f"calls {shown}, which is not a known built-in: it may write")
         found.opaque.add(name)
     elif name == "next_value_for":
         found.add(SqlClass.DANGEROUS, "NEXT VALUE FOR advances a sequence")
+
+
+def _operator(node: exp.Operator, found: _Findings) -> None:
+    """`OPERATOR(app.+)` runs whatever function app's operator is bound to; only pg_catalog's are built-in.
+    (sqlglot keeps the operator as text such as `app.+`; operator symbols never contain a dot.)"""
+    operator = str(node.args.get("operator") or "")
+    if "." not in operator:
+        return
+    schema = operator.rsplit(".", 1)[0].rsplit(".", 1)[-1].strip().strip('"')
+    if schema.lower() != "pg_catalog":
+        found.add(
+            SqlClass.WRITE, f"uses OPERATOR({operator}), a user-defined operator: its function may write"
+        )
+        found.opaque.add(f"operator {operator}")
 
 
 def _attribute(node: exp.Expression, found: _Findings) -> None:

@@ -8,6 +8,7 @@ when it changes and end when the recorder asks. Configured by environment variab
     RECTEST_LINES     lines to print (0: until killed)      RECTEST_INTERVAL  seconds between lines
     RECTEST_BYTES     print this many bytes at once instead  RECTEST_TAG       a word in every line
     RECTEST_PROMPT    first a password prompt (echo off, like getpass) and read a line
+    RECTEST_GROUPS    start the session with these groups, as the TUI does after an OIDC device login
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _poll(session: Session, shown: list[str]) -> str | None:
 
 def run_tui(session: Session) -> Outcome:
     if not session.started_at:
+        groups = os.environ.get("RECTEST_GROUPS")
+        if groups is not None:  # what the provider said: the recorder learns the real roles only now
+            session.groups = tuple(g for g in groups.split(",") if g)
         session.start()
     out = sys.stdout
     total = int(os.environ.get("RECTEST_BYTES", "0"))

@@ -23,6 +23,7 @@ from bastion.recording.ship import SINK_DOWN_META
 from bastion.recording.sinks import sink_id
 from bastion.recording.verify import verify_recordings
 from bastion.store import TinyDBStore
+from tests.configs import secret
 from tests.recording_helpers import (
     ALICE_FP,
     PtyLogin,
@@ -465,3 +466,106 @@ def test_markers_that_do_not_match_the_log_are_reported(tmp_path: Path) -> None:
     )
     assert not report.ok
     assert re.search(r"marker for audit seq \d+ \(sql_statement\) does not match", report.problems[0])
+
+
+# ---------------------------------------------------------------- roles known only after the login (OIDC)
+
+
+def _oidc_recording_config(directory: Path, **kwargs: object) -> Config:
+    """best_effort by default; the role `dba` (OIDC group "dbas") is strict. Users have no config groups:
+    before the device login the recorder knows no roles."""
+    config = recording_config(directory, failure="best_effort", **kwargs)  # type: ignore[arg-type]
+    secret(directory / "secrets" / "oidc", "client-secret")
+    text = re.sub(r'(keys = \["[^"]+"\]\n)groups = \["[a-z]+"\]\n', r"\1", config.path.read_text())
+    text = text.replace('name = "dba"\n', 'name = "dba"\ngroups = ["dbas"]\nrecording = "strict"\n', 1)
+    text += (
+        '\n[identity.oidc]\nissuer = "https://idp.example.org"\nclient_id = "bastion"\n'
+        'client_secret_file = "secrets/oidc"\n'
+    )
+    config.path.write_text(text)
+    return load_config(config.path)
+
+
+def test_a_strict_role_known_after_the_oidc_login_reruns_the_preflight(tmp_path: Path) -> None:
+    """best_effort at login (no roles yet) lets the session in while the sink is down past max_lag; once the
+    provider's groups make it strict, the recorder checks again and ends the session with the reason."""
+    missing = tmp_path / "no-such-sink"
+    config = _oidc_recording_config(tmp_path, sink=f'type = "dir"\npath = "{missing}"', max_lag="1m")
+    assert config.oidc is not None and config.recording.sink is not None
+    ident = sink_id(config.recording.sink)
+    assert _store(config).cas_meta(
+        SINK_DOWN_META, None, {"sink": ident, "since": time.time() - 3600, "error": "x"}
+    )
+
+    lax = PtyLogin.spawn(config, env={"RECTEST_LINES": "30", "RECTEST_GROUPS": "developers"})
+    try:
+        assert lax.wait(30) == 0, lax.output[-300:]  # best_effort roles: the session goes on
+    finally:
+        lax.close()
+    strict = PtyLogin.spawn(config, env={"RECTEST_LINES": "0", "RECTEST_GROUPS": "developers,dbas"})
+    try:
+        code = strict.wait(30)
+    finally:
+        strict.close()
+    assert code == 1, strict.output[-300:]
+    assert b"[ended] recording sink unreachable for 1h" in strict.output
+    events = list(read_events(config.audit.log))
+    failed = [r for r in events if r["type"] == "recording_failed"]
+    assert len(failed) == 1 and "max_lag 1m" in failed[0]["payload"]["reason"]
+    end = next(r for r in events if r["type"] == "session_end" and r["session"] == failed[0]["session"])
+    assert end["payload"]["status"] == "abnormal" and "sink unreachable" in end["payload"]["reason"]
+
+
+def test_a_strict_role_known_after_the_oidc_login_ends_a_session_the_spool_refused(tmp_path: Path) -> None:
+    """best_effort ran the session unrecorded (spool not writable); strict roles may not go on so."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the spool should be")
+    config = _oidc_recording_config(tmp_path / "b", spool=blocked, audit_log=tmp_path / "b" / "a.jsonl")
+    lax = PtyLogin.spawn(config, env={"RECTEST_LINES": "5", "RECTEST_GROUPS": "developers"})
+    try:
+        assert lax.wait(30) == 0, lax.output[-300:]
+    finally:
+        lax.close()
+    assert b"NOT RECORDED" in lax.output
+    strict = PtyLogin.spawn(config, env={"RECTEST_LINES": "0", "RECTEST_GROUPS": "dbas"})
+    try:
+        code = strict.wait(30)
+    finally:
+        strict.close()
+    assert code == 1, strict.output[-300:]
+    assert b"[ended] recording unavailable" in strict.output
+    events = list(read_events(config.audit.log))
+    (failed,) = [r for r in events if r["type"] == "recording_failed"]
+    end = next(r for r in events if r["type"] == "session_end" and r["session"] == failed["session"])
+    assert end["payload"]["status"] == "abnormal" and "recording unavailable" in end["payload"]["reason"]
+
+
+# ---------------------------------------------------------------- approval markers
+
+
+def test_approval_events_get_markers_in_the_casts(
+    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request, its approval and the grant it creates are marked in the casts of the sessions that made
+    them, pointing at their audit events (approvals.py: approval_* and grant_*)."""
+    from bastion.identity.keys import parse_public_key
+    from tests.configs import BOB_KEY
+
+    config = shop_config(tmp_path, shop)
+    statement = "UPDATE orders SET status = 'held' WHERE id = 1"
+    monkeypatch.setenv(
+        "SSH_ORIGINAL_COMMAND", f"request pg-guarded --reason 'fraud check' --json -- {statement}"
+    )
+    assert login(config, ALICE_FP) == 0
+    request = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", f"approvals approve {request['id']} --reason ok --json")
+    assert login(config, parse_public_key(BOB_KEY).fingerprint) == 0, capsys.readouterr().err
+    records = {r["seq"]: r for r in read_events(config.audit.log)}
+    marked: dict[str, set[str]] = {}
+    for directory in session_dirs(config.bastion.spool / "sessions"):
+        _, events = cast_events(directory / "session.cast")
+        for seq, type_ in (parse_marker(e[2]) for e in events if e[1] == "m"):
+            assert records[seq]["type"] == type_ and records[seq]["session"] == directory.name
+            marked.setdefault(records[seq]["user"], set()).add(type_)
+    assert "approval_requested" in marked["alice"]
+    assert {"approval_decided", "grant_created"} <= marked["bob"]

@@ -12,13 +12,16 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bastion.audit.log import read_events
+from bastion.audit.log import AuditLog, read_events
+from bastion.audit.signing import load_private_key
 from bastion.config import Config, load_config
+from bastion.recording.ship import SINK_DOWN_META, Shipper
+from bastion.recording.sinks import open_sink
 from bastion.store import TinyDBStore
 from tests.configs import ssh_keypair
 from tests.recording_helpers import (
@@ -280,3 +283,79 @@ def test_ssh_lands_in_the_recorded_tui_and_the_cast_replays_the_landing_screen(t
         assert verified.returncode == 0, verified.stdout
     finally:
         workspace.cleanup()
+
+
+# ---------------------------------------------------------------- the outage clock for max_lag
+
+
+def _outage(config: Config) -> dict | None:
+    value = _store(config).get_meta(SINK_DOWN_META)
+    return value if isinstance(value, dict) else None
+
+
+def _quiet_passes_keep_the_outage(
+    config: Config, stop: Callable[[], None], start: Callable[[], None]
+) -> None:
+    """A `bastion ship` service's passes (one Shipper) with nothing new to ship: the sink down must stay
+    down — no sink call is no answer — and only a real answer clears it."""
+    session = PtyLogin.spawn(config, env={"RECTEST_LINES": "20", "RECTEST_INTERVAL": "0"})
+    try:
+        assert session.wait(30) == 0, session.output[-300:]
+    finally:
+        session.close()
+    store = _store(config)
+    audit = AuditLog(config.audit.log, config.bastion.name, load_private_key(config.audit.signing_key))
+    shipper = Shipper(config, store, open_sink(config.recording.sink))
+    try:
+        assert shipper.drain(audit).error is None  # everything shipped: from now on nothing is new
+        assert _outage(config) is None
+        stop()
+        first = shipper.drain(audit)
+        assert first.error is not None and first.bytes == 0
+        since = _outage(config)
+        assert since is not None and since["sink"] == shipper.sink_id
+        for _ in range(3):
+            assert shipper.drain(audit).error is not None
+            assert _outage(config) == since, "a pass that never reached the sink ended the outage"
+        start()
+        assert shipper.drain(audit).error is None
+        assert _outage(config) is None
+    finally:
+        if shipper.sink is not None:
+            shipper.sink.close()
+
+
+def test_quiet_ship_passes_keep_a_dir_sinks_outage(tmp_path: Path) -> None:
+    sink = tmp_path / "sink"
+    config = recording_config(tmp_path / "b", sink=dir_sink(sink), retention="1h")
+    _quiet_passes_keep_the_outage(
+        config, lambda: sink.rename(tmp_path / "sink-away"), lambda: (tmp_path / "sink-away").rename(sink)
+    )
+
+
+def test_quiet_ship_passes_keep_an_sftp_sinks_outage(tmp_path: Path, sftp_host: SftpHost) -> None:
+    config = recording_config(tmp_path / "b", sink=sftp_host.sink_toml(), retention="1h")
+    _quiet_passes_keep_the_outage(config, sftp_host.stop, sftp_host.restart)
+
+
+def test_a_live_session_marks_the_sink_down_and_up(tmp_path: Path) -> None:
+    """The session's own shipper (not only `bastion ship`) starts the outage clock, and ends it only after
+    the sink took its writes again."""
+    sink = tmp_path / "sink"
+    config = recording_config(tmp_path / "b", sink=dir_sink(sink), failure="best_effort")
+    session = PtyLogin.spawn(config, env={"RECTEST_INTERVAL": "0.05"})
+    try:
+        assert b"tick 000010" in session.read(15, until=b"tick 000010")
+        assert _outage(config) is None
+        sink.rename(tmp_path / "sink-away")
+        deadline = time.monotonic() + 10
+        while _outage(config) is None and time.monotonic() < deadline:
+            session.read(0.2)
+        assert _outage(config) is not None, "the live shipper failed without starting the outage clock"
+        (tmp_path / "sink-away").rename(sink)
+        deadline = time.monotonic() + 15
+        while _outage(config) is not None and time.monotonic() < deadline:
+            session.read(0.2)
+        assert _outage(config) is None
+    finally:
+        session.close()

@@ -64,10 +64,17 @@ MARKED_TYPES = frozenset(
         "headless_command",
         "headless_refused",
         "ssh_command",
-        "request_created",
+        # approvals (bastion/approvals.py): every request, decision and grant step
+        "approval_requested",
+        "approval_decided",
+        "approval_cancelled",
+        "approval_expired",
+        "grant_created",
+        "grant_used",
+        "grant_revoked",
     }
 )
-MARKED_PREFIXES = ("approval_", "ssh_command")
+MARKED_PREFIXES = ("approval_", "grant_", "ssh_command")
 _DETAIL_KEYS = ("verdict", "decision", "command", "state")
 MARKER_LABEL = re.compile(r"audit:([1-9][0-9]*) ([a-z_.]+)(?: (.*))?")
 

@@ -180,6 +180,16 @@ class Recording:
         else:
             self.status = RECORDING
 
+    def recheck(self) -> None:
+        """The plan turned strict once the roles were known (OIDC): strict's preflight, run late; a
+        refusal ends the session with its one-line reason."""
+        refusal, _ = preflight(self.config, self.session.store, self.plan, self.spool)
+        if refusal is None or self.end_reason is not None:
+            return
+        self.end_reason = refusal
+        self.status = "⚠ recording unavailable: session ending"
+        self._event("recording_failed", {"reason": refusal[:200], "stage": "roles known after login"})
+
     def housekeeping(self) -> None:
         """Free space, every HOUSEKEEPING_S: under the floor warns (audited), under half ends the session."""
         problem = space_problem(self.spool, self.plan.floor)
@@ -341,9 +351,10 @@ class StaticLink:
     """A session that runs without a recorder (best_effort when the spool refused): the header says so."""
 
     status: str
+    end: str | None = None  # set when the real roles (OIDC) say strict
 
     def poll(self) -> tuple[str, str | None]:
-        return self.status, None
+        return self.status, self.end
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -397,7 +408,9 @@ def run_interactive(session: Session, frontend: Callable[[Session], int]) -> int
             _tell(reason)
             return 1
         session.event("recording_gap", {"cast": "session.cast", "reason": why[:200]})
-        session.recording = StaticLink(f"⚠ NOT RECORDED: {why[:60]}")
+        link = StaticLink(f"⚠ NOT RECORDED: {why[:60]}")
+        session.recording = link
+        session.on_event = lambda record: _unrecorded_replan(session, plan, link, reason, record)
         return frontend(session)
     session.on_event = recording.on_event
     try:
@@ -412,6 +425,20 @@ def run_interactive(session: Session, frontend: Callable[[Session], int]) -> int
             recording.finish("abnormal")
         _tell(reason)
         return 1
+
+
+def _unrecorded_replan(
+    session: Session, plan: Plan, link: StaticLink, reason: str, record: dict[str, Any]
+) -> None:
+    """A session running unrecorded (best_effort, spool refused) whose real roles (OIDC) turn out strict:
+    it may not go on; the frontend ends it with the reason."""
+    roles = (record.get("payload") or {}).get("roles")
+    if record.get("type") != "session_start" or not isinstance(roles, list) or link.end is not None:
+        return
+    if replan(session.config, plan, roles).strict:
+        link.end = reason
+        with contextlib.suppress(Exception):
+            session.event("recording_failed", {"reason": reason[:200], "stage": "roles known after login"})
 
 
 def _tell(message: str) -> None:
@@ -684,7 +711,10 @@ class _Relay:
                 continue
             self.recording.note(seq, type_, label[:200] if isinstance(label, str) else None)
             if type_ == "session_start" and isinstance(note.get("roles"), list):
+                was_strict = self.recording.plan.strict
                 self.recording.plan = replan(self.session.config, self.recording.plan, note["roles"])
+                if self.recording.plan.strict and not was_strict:
+                    self.recording.recheck()
         return True
 
     def _push_status(self, control_w: int) -> None:

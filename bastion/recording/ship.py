@@ -161,6 +161,8 @@ class DrainReport:
     live: int = 0
     pending: int = 0
     dead: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # not re-sealed: the log says they were sealed
+    seal_problem: str | None = None
     bytes: int = 0
     error: str | None = None
 
@@ -176,6 +178,12 @@ class DrainReport:
             parts.append(f"{len(self.dead)} dead sessions ended abnormal")
         if self.pending:
             parts.append(f"{self.pending} waiting for the sink")
+        if self.seal_problem:
+            parts.append(self.seal_problem)
+        elif self.refused:
+            parts.append(
+                f"{len(self.refused)} NOT re-sealed (manifest gone after sealing: run bastion audit verify)"
+            )
         text = "bastion ship: " + ", ".join(parts)
         return text + (f" — not done: {self.error}" if self.error else "")
 
@@ -349,8 +357,8 @@ class Shipper:
         try:
             unsealed = [d for d, _ in orphans if not (d / MANIFEST).exists()]
             if unsealed:
-                self._seal_orphans(unsealed, audit)
-                report.sealed.extend(d.name for d in unsealed)
+                sealed, report.refused, report.seal_problem = self._seal_orphans(unsealed, audit)
+                report.sealed.extend(sealed)
             for directory, _ in orphans:
                 if self.sink is None:
                     continue
@@ -375,6 +383,8 @@ class Shipper:
                 before = self.shipped_bytes
                 self.ship_audit()
                 report.bytes += self.shipped_bytes - before
+                # a quiet pass makes no sink call: only an answer from the sink ends an outage
+                self.sink.probe()
             except SinkError as exc:
                 report.error = str(exc)
         if self.sink is not None:
@@ -385,22 +395,53 @@ class Shipper:
                     note_sink_down(self.store, self.sink_id, report.error)
         return report
 
-    def _seal_orphans(self, directories: list[Path], audit: AuditLog) -> None:
-        """Seal recordings whose owner died: status from the store, seqs and markers from the audit log."""
+    def _seal_orphans(
+        self, directories: list[Path], audit: AuditLog
+    ) -> tuple[list[str], list[str], str | None]:
+        """Seal recordings whose owner died: status from the store, seqs and markers from the audit log;
+        (sealed, refused, why none could be). A session the log (or a `.shipped` stamp) shows as sealed
+        already is refused, audited once: re-sealing would sign whatever its files now hold (an edit)."""
         from bastion.audit.signing import load_private_key
         from bastion.recording.cast import parse_marker
 
         wanted = {d.name: d for d in directories}
         seqs: dict[str, list[int]] = {}
-        # a log that cannot be read still lets the recordings be sealed (without their seq range);
-        # `bastion audit verify` reports the log itself
-        with contextlib.suppress(AuditLogError, OSError):
+        sealed_at: dict[str, int] = {}
+        refusal_audited: set[str] = set()
+        try:
             for record in read_events(self.config.audit.log):
-                if record["session"] in wanted:
-                    seqs.setdefault(record["session"], []).append(int(record["seq"]))
+                session = record["session"]
+                if session in wanted:
+                    seqs.setdefault(session, []).append(int(record["seq"]))
+                    if record["type"] == "recording_sealed":
+                        sealed_at.setdefault(session, int(record["seq"]))
+                    elif record["type"] == "recording_seal_refused":
+                        refusal_audited.add(session)
+        except FileNotFoundError:
+            pass  # no log yet: nothing was ever sealed
+        except (AuditLogError, OSError) as exc:
+            # without the log there is no telling whether these were sealed before: fail closed
+            return [], list(wanted), f"not sealing leftovers: cannot read the audit log ({exc})"[:300]
         key = load_private_key(self.config.audit.signing_key)
+        sealed: list[str] = []
+        refused: list[str] = []
         for session_id, directory in wanted.items():
             record = self.store.get_session(session_id)
+            if session_id in sealed_at or (directory / SHIPPED_STAMP).exists():
+                refused.append(session_id)
+                if session_id not in refusal_audited:
+                    why = (
+                        f"sealed before (audit seq {sealed_at[session_id]})"
+                        if session_id in sealed_at
+                        else "shipped before (.shipped stamp)"
+                    )
+                    audit.append(
+                        "recording_seal_refused",
+                        {"reason": f"manifest.json is missing but the recording was {why}: not re-sealed"},
+                        session=session_id,
+                        user=record.user if record else None,
+                    )
+                continue
             meta = _cast_meta(directory)
             markers = 0
             for path in directory.glob("*.cast"):
@@ -426,6 +467,8 @@ class Shipper:
                 session=session_id,
                 user=info.user or None,
             )
+            sealed.append(session_id)
+        return sealed, refused, None
 
 
 def sealed_payload(manifest_bytes: bytes, sealed_by: str) -> dict[str, Any]:
@@ -521,11 +564,19 @@ class LiveShipper:
             with shipper.lock:
                 shipper.ship_live(self.directory)
                 shipper.ship_audit(final=False)
+                if self.healthy is False:
+                    assert shipper.sink is not None
+                    shipper.sink.probe()  # a quiet tick made no sink call: recovered only once it answers
         except SinkError as exc:
             self._health(False, str(exc))
+            with contextlib.suppress(StoreError):  # for max_lag at the next strict login
+                note_sink_down(shipper.store, shipper.sink_id, str(exc))
         except (OSError, StoreError) as exc:
             self._health(False, f"{type(exc).__name__}: {exc}"[:200])
         else:
+            if self.healthy is False:
+                with contextlib.suppress(StoreError):
+                    note_sink_up(shipper.store, shipper.sink_id)
             self._health(True, "")
 
     def _health(self, ok: bool, error: str) -> None:
@@ -601,8 +652,8 @@ def run_ship(config: Config, store: Store, audit: AuditLog, *, once: bool, inter
                 report = DrainReport(error=f"{type(exc).__name__}: {exc}"[:200])
             if once:
                 print(report.line(), file=sys.stderr)
-                return 1 if report.error else 0
-            if report.error:
+                return 1 if report.error or report.refused else 0
+            if report.error or report.refused:
                 print(report.line(), file=sys.stderr)
             if stop.wait(interval):
                 return 0

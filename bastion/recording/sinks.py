@@ -369,8 +369,14 @@ class SftpSink(Sink):
         self._run(go())
 
     def probe(self) -> None:
+        """A round trip (stat of the sink root), not just the cached connection."""
+
         async def go() -> None:
-            await self._client()
+            import asyncssh
+
+            sftp = await self._client()
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):  # created with the first write
+                await sftp.stat(self.base)
 
         self._run(go(), timeout=CONNECT_TIMEOUT_S + 1)
 

@@ -9,14 +9,18 @@ For each session directory (the spool's, or a sink's copy):
       reaches that far), so markers and events point at each other;
     - when the log holds a `recording_sealed` event for the session, the manifest's SHA-256 is the one it
       recorded: a manifest replaced after sealing is caught even if re-signed.
+A directory without a manifest is "in progress" while the log has no end for its session, else "unsealed"
+(`bastion ship` seals it); neither is a failure — unless the log says it was sealed: a deleted manifest is
+how a cast would be edited and re-sealed. A session sealed twice in the log is a failure for the same reason.
 With `complete` (a sink's copy, or a spool without retention) every session the log says was sealed must be
-present. A directory without a manifest is "in progress" while the log has no end for its session, else
-"unsealed" (`bastion ship` seals it); neither is a failure.
+present, and every session the log says started recording must be here or in another copy (`elsewhere`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from bastion.audit.signing import key_id
 from bastion.config import Config
 from bastion.recording.cast import parse_marker, read_cast
 from bastion.recording.manifest import ManifestError, file_digest, load
+from bastion.recording.sinks import Sink, SinkError, open_sink
 from bastion.recording.spool import MANIFEST, SESSION_ID, session_files
 
 
@@ -35,7 +40,9 @@ class _SessionIndex:
     first: int | None = None
     last: int | None = None
     ended: bool = False
+    started: bool = False  # recording_start: a recording directory was created
     sealed: list[str] = field(default_factory=list)
+    sealed_seqs: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -69,7 +76,10 @@ def _index_log(log: Path | None) -> tuple[dict[int, tuple[str | None, str]], dic
         index.last = seq
         if type_ == "session_end":
             index.ended = True
+        elif type_ == "recording_start":
+            index.started = True
         elif type_ == "recording_sealed":
+            index.sealed_seqs.append(seq)
             digest = record["payload"].get("manifest_sha256")
             if isinstance(digest, str):
                 index.sealed.append(digest)
@@ -82,7 +92,10 @@ def verify_recordings(
     log: Path | None,
     *,
     complete: bool = False,
+    elsewhere: Sequence[Callable[[str], bool | None]] = (),
 ) -> RecordingsReport:
+    """`elsewhere`: other copies (the spool, the sink) asked whether they hold a session — True, False, or
+    None when they cannot tell — so `complete` does not call a recording missing that is only elsewhere."""
     report = RecordingsReport(directory)
     keys = {key_id(k): k for k in public_keys}
     try:
@@ -100,7 +113,12 @@ def verify_recordings(
         index = sessions.get(path.name)
         manifest_path = path / MANIFEST
         if not manifest_path.exists():
-            if index is not None and index.ended:
+            if index is not None and index.sealed_seqs:
+                report.problems.append(
+                    f"{path.name}: manifest.json is missing but the audit log recorded its seal "
+                    f"(seq {index.sealed_seqs[0]}) — deleted after sealing"
+                )
+            elif index is not None and index.ended:
                 report.unsealed.append(path.name)
             else:
                 report.in_progress += 1
@@ -109,11 +127,34 @@ def verify_recordings(
         report.problems.extend(f"{path.name}: {p}" for p in problems)
         if not problems:
             report.verified += 1
+    for session, index in sorted(sessions.items()):
+        if len(index.sealed_seqs) > 1:
+            seqs_text = ", ".join(str(s) for s in index.sealed_seqs)
+            report.problems.append(f"{session}: sealed more than once in the audit log (seqs {seqs_text})")
     if complete:
         for session, index in sorted(sessions.items()):
-            if index.sealed and session not in present:
+            if session in present:
+                continue
+            if index.sealed_seqs:
                 report.problems.append(f"{session}: sealed in the audit log but missing from {directory}")
+            elif index.started and not _held_elsewhere(session, elsewhere, report):
+                report.problems.append(
+                    f"{session}: recording missing — started in the audit log, in no copy (spool, sink)"
+                )
     return report
+
+
+def _held_elsewhere(
+    session: str, elsewhere: Sequence[Callable[[str], bool | None]], report: RecordingsReport
+) -> bool:
+    for holds in elsewhere:
+        found = holds(session)
+        if found is None:
+            report.notes.append(f"{session}: not here, and one copy could not be checked")
+            return True  # unknown is not proof of loss
+        if found:
+            return True
+    return False
 
 
 def _verify_one(
@@ -197,16 +238,61 @@ def _check_cast(
     return problems
 
 
-def recordings_dir(explicit: str | None, log: Path, config: Config | None) -> Path | None:
+def recordings_dir(
+    explicit: str | None, log: Path, config: Config | None, *, complete: bool = False
+) -> Path | None:
     """DIR given, else `sessions/` beside the log's `audit/` directory (spool and sink share the layout),
-    else the config's spool; None when there is nothing to check."""
+    else the config's spool; None when there is nothing to check. With `complete` a missing `sessions/` is
+    still checked: a deleted directory must not turn into "nothing to check"."""
     if explicit:
         return Path(explicit)
-    if log.parent.name == "audit" and (log.parent.parent / "sessions").is_dir():
-        return log.parent.parent / "sessions"
+    beside = log.parent.parent / "sessions" if log.parent.name == "audit" else None
+    if beside is not None and beside.is_dir():
+        return beside
     if config is not None and (config.bastion.spool / "sessions").is_dir():
         return config.bastion.spool / "sessions"
+    if complete:
+        return beside or (config.bastion.spool / "sessions" if config is not None else None)
     return None
+
+
+@contextlib.contextmanager
+def other_copies(config: Config | None, directory: Path) -> Iterator[list[Callable[[str], bool | None]]]:
+    """Lookups in the spool and the sink other than `directory`, for `complete`'s "recording missing"."""
+    lookups: list[Callable[[str], bool | None]] = []
+    sink: Sink | None = None
+    if config is None:
+        yield lookups
+        return
+    here = directory.resolve()
+    local = [config.bastion.spool / "sessions"]
+    sink_config = config.recording.sink
+    if sink_config is not None and sink_config.type == "dir":
+        local.append(Path(sink_config.path) / config.bastion.name / "sessions")
+    for root in local:
+        if root.resolve() != here:
+            lookups.append(lambda session, root=root: (root / session).is_dir())
+    if sink_config is not None and sink_config.type != "dir":
+        name, unreachable = config.bastion.name, False
+
+        def on_sink(session: str) -> bool | None:
+            nonlocal sink, unreachable
+            if unreachable:  # one timeout, not one per session
+                return None
+            try:
+                sink = sink or open_sink(sink_config)
+                assert sink is not None
+                return sink.size(f"{name}/sessions/{session}/session.cast") is not None
+            except SinkError:
+                unreachable = True
+                return None
+
+        lookups.append(on_sink)
+    try:
+        yield lookups
+    finally:
+        if sink is not None:
+            sink.close()
 
 
 def print_report(report: RecordingsReport) -> None:

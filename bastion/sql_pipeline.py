@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from bastion.config import Connection, MaskRule
+from bastion.config import ConfigError, Connection, MaskRule
 from bastion.identity.roles import Access, access
 from bastion.policy.classes import Classification, SqlClass
 from bastion.policy.masking import (
@@ -50,6 +50,34 @@ def _lineage() -> ModuleType:
     from bastion.policy import lineage
 
     return lineage
+
+
+def _bare_projections(tree: Any, count: int) -> list[bool]:
+    """Per result column: the outermost SELECT names a column as it is (alias allowed, `*` too) rather than
+    an expression of it. Anything else, or a list that cannot be lined up with the result, is False."""
+    from sqlglot import exp
+
+    node = tree
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    if not isinstance(node, exp.Select):
+        return [False] * count
+    flags: list[bool | None] = []  # None: a star, whose width the result decides
+    for projection in node.expressions:
+        inner = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(inner, exp.Star) or (
+            isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)
+        ):
+            flags.append(None)
+        else:
+            flags.append(isinstance(inner, exp.Column) and isinstance(inner.this, exp.Identifier))
+    stars = flags.count(None)
+    if stars == 0:
+        return [bool(f) for f in flags] if len(flags) == count else [False] * count
+    if stars == 1 and count >= len(flags) - 1:
+        width = count - (len(flags) - 1)
+        return [b for f in flags for b in ([True] * width if f is None else [bool(f)])]
+    return [True] * count if all(f is not False for f in flags) else [False] * count
 
 
 CATALOG_TTL_S = 10.0
@@ -147,7 +175,12 @@ class SqlPipeline:
         if conn is None or conn.type != "postgres":
             raise PipelineError(f"{connection_name} is not a PostgreSQL connection")
         self.connection: Connection = conn
-        self.keys = MaskKeys.from_settings(self.config.masking)
+        try:
+            self.keys = MaskKeys.from_settings(self.config.masking)
+        except (ConfigError, OSError, ValueError):
+            reason = f"{connection_name}: the masking key cannot be read"
+            session.event("sql_connect_failed", {"connection": connection_name, "error": reason})
+            raise PipelineError(reason) from None
         self.target: PostgresTarget | None = None
         self.catalog: Catalog | None = None
         self._catalog_at = 0.0
@@ -178,10 +211,21 @@ class SqlPipeline:
         )
         try:
             self.target.connect()
-            self._refresh_catalog(force=True)
         except TargetError as exc:
+            # connect() words its failures itself: a fixed phrase, no host, port, role or database
+            self.target = None
             self.session.event("sql_connect_failed", {"connection": self.name, "error": str(exc)})
             raise PipelineError(str(exc)) from None
+        try:
+            self._refresh_catalog(force=True)
+        except Exception as exc:
+            reason = self._failure_reason(exc, f"cannot read the schema of {self.name}")
+            self.target.close()
+            self.target = None
+            self.session.event(
+                "sql_connect_failed", {"connection": self.name, "error": reason, "type": type(exc).__name__}
+            )
+            raise PipelineError(reason) from None
         self.session.event(
             "sql_connect",
             {
@@ -204,6 +248,31 @@ class SqlPipeline:
         """Cancel the running statement on the server (from any thread)."""
         if self.target is not None:
             self.target.cancel()
+
+    def _failure_reason(self, exc: BaseException, otherwise: str) -> str:
+        """One line for a failure outside a statement's own server error. Driver texts name the host,
+        port, role and database, and a secret file's problem names its path: none of them is shown."""
+        if self.target is None or self.target.lost:
+            return f"lost the connection to {self.name}; open it again"
+        if isinstance(exc, ConfigError | OSError):
+            return f"{self.name}: a secret file cannot be read"
+        return otherwise
+
+    def _failed(self, exc: BaseException, result: StatementResult | None = None) -> PipelineError:
+        """Audit a failure on the running path (with the statement's outcome when its verdict is on
+        record), drop a connection that broke, and give the user one clean line."""
+        reason = self._failure_reason(exc, f"{self.name}: internal error ({type(exc).__name__})")
+        if result is not None:
+            result.status, result.error = "error", reason
+            self.record_outcome(result, None)
+        self.session.event(
+            "sql_failed", {"connection": self.name, "error": reason, "type": type(exc).__name__}
+        )
+        if self.target is not None and self.target.lost:
+            self.target.close()
+            self.target = None
+            self.session.event("sql_disconnect", {"connection": self.name, "lost": True}, durable=False)
+        return PipelineError(reason)
 
     def _refresh_catalog(self, *, force: bool = False) -> Catalog:
         assert self.target is not None
@@ -229,7 +298,12 @@ class SqlPipeline:
             self._running.close()
             self._running = None
         for index, text in enumerate(_parser().split_statements(sql)):
-            result = self._run_one(index, text, first_rows)
+            try:
+                result = self._run_one(index, text, first_rows)
+            except PipelineError:
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from None
             yield result
             if result.status != "ok":
                 break
@@ -326,11 +400,14 @@ class SqlPipeline:
         roles: tuple[str, ...],
     ) -> StatementResult:
         assert self.target is not None
-        catalog = self._refresh_catalog()
         result = StatementResult(index, text, decision, "ok", verdict_seq)
         classification = decision.classification
-        run = self.target.stream(text)
         started = time.perf_counter()
+        try:
+            catalog = self._refresh_catalog()
+            run = self.target.stream(text)
+        except Exception as exc:
+            raise self._failed(exc, result) from None
         try:
             if classification.returns_rows:
                 run.start_stream()
@@ -340,13 +417,19 @@ class SqlPipeline:
                 rows = run.fetch_executed(first_rows)
         except TargetError as exc:
             run.close()
+            result.duration_s = time.perf_counter() - started
+            if self.target.lost:
+                raise self._failed(exc, result) from None
             result.status = "cancelled" if exc.sqlstate == "57014" else "error"
             result.error = self.error_text(exc, result)
-            result.duration_s = time.perf_counter() - started
             self.record_outcome(result, None)
             return result
         if SqlClass.DDL in classification.classes:
-            self._refresh_catalog(force=True)
+            try:
+                self._refresh_catalog(force=True)
+            except Exception as exc:
+                run.close()
+                raise self._failed(exc, result) from None
         columns = run.columns or []
         result.columns = [c.name for c in columns]
         result.type_names = [c.type_name for c in columns]
@@ -379,6 +462,12 @@ class SqlPipeline:
             return []
         return [(t.schema, t.name, name) for t in [info, *catalog.ancestors(info)]]
 
+    @staticmethod
+    def _table_origin(catalog: Catalog, column: ResultColumn) -> bool:
+        """The server reports a stored table column; a view's or matview's column may be any expression."""
+        info = catalog.by_oid(column.table_oid) if column.table_oid else None
+        return info is not None and not info.is_view and column.table_column > 0
+
     def plan_masking(
         self,
         classification: Classification,
@@ -409,6 +498,12 @@ class SqlPipeline:
             type_oids=[c.type_oid for c in columns],
             lineage_reason=lineage_reason,
             type_modifiers=[c.type_modifier for c in columns],
+            bare=[
+                bare and self._table_origin(catalog, column)
+                for bare, column in zip(
+                    _bare_projections(classification.tree, len(columns)), columns, strict=True
+                )
+            ],
         )
         if reads_sensitive and lineage is not None and classification.tree is not None:
             self._mask_obfuscated(classification, catalog, rules, decisions, lineage)

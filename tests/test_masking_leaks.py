@@ -44,6 +44,7 @@ CREATE FUNCTION ssn_of(c customers) RETURNS text LANGUAGE sql STABLE AS 'SELECT 
 CREATE FUNCTION ssn_by_id(i bigint) RETURNS text LANGUAGE sql STABLE
     AS 'SELECT ssn FROM customers WHERE id = i';
 CREATE VIEW v_func AS SELECT id, ssn_by_id(id) AS s FROM customers;
+CREATE VIEW v_card_piece AS SELECT id, substr(card_number, 1, 12) AS card_number FROM customers;
 """
 
 
@@ -57,16 +58,18 @@ class Leak:
     masked: tuple[str, ...] = ()
     status: str = "ok"
     live: bool = True  # run directly (no bastion), the query does show a planted value
+    full: bool = False  # masked in full, and no 4-digit piece of a planted card or phone shows
 
 
 def _ok(ident: str, query: str, *masked: str) -> Leak:
     return Leak(ident, query, masked)
 
 
-def _partial(ident: str, query: str, *masked: str) -> Leak:
+def _partial(ident: str, query: str, *masked: str, live: bool = False) -> Leak:
     """A piece or a letter-for-letter transform of a value: no full form to find even when it leaks, so
-    the masked-column assertion is what checks it."""
-    return Leak(ident, query, masked, live=False)
+    the masked columns must be masked in full (a "last 4" of a piece is some other 4) and no 4-digit
+    piece of a planted card or phone number may show."""
+    return Leak(ident, query, masked, live=live, full=True)
 
 
 def _error(ident: str, query: str) -> Leak:
@@ -93,6 +96,21 @@ LEAKS: list[Leak] = [
     _partial("substring-from", "SELECT substring(card_number from 1 for 8) AS a FROM customers", "a"),
     _ok("left-right", "SELECT left(card_number, 8) || right(card_number, 8) AS a FROM customers", "a"),
     _partial("split-part", "SELECT split_part(email, '@', 1) AS a FROM customers", "a"),
+    # pieces of partial-masked columns: "last 4" of a piece is another 4 digits (four queries rebuild a card)
+    _partial("substr-card-first-12", "SELECT substr(card_number, 1, 12) AS a FROM customers", "a"),
+    _partial("substr-card-middle", "SELECT substr(card_number, 5, 8) AS a FROM customers", "a"),
+    _partial("lpad-card-first-4", "SELECT lpad(substr(card_number, 1, 4), 12, 'x') AS a FROM customers", "a"),
+    _partial("reverse-card", "SELECT reverse(card_number) AS a FROM customers", "a", live=True),
+    _partial("left-card-no-alias", "SELECT left(card_number, 12) FROM customers", "left"),
+    _partial("cast-card-varchar", "SELECT card_number::varchar(12) AS a FROM customers", "a"),
+    _partial("substr-card-subquery", "SELECT x FROM (SELECT substr(card_number, 1, 12) AS x FROM customers) s", "x"),
+    _partial("substr-card-cte", "WITH t AS (SELECT substr(card_number, 1, 8) AS card_number FROM customers) "
+             "SELECT card_number FROM t", "card_number"),
+    _partial("substr-phone", "SELECT substr(phone, 1, 10) AS a FROM customers", "a"),
+    _partial("reverse-phone", "SELECT reverse(phone) AS a FROM customers", "a", live=True),
+    _partial("lpad-phone-first", "SELECT lpad(left(phone, 6), 12, '*') AS a FROM customers", "a"),
+    _partial("view-card-piece", "SELECT card_number FROM v_card_piece", "card_number"),
+    _partial("lower-email-pseudonym", "SELECT lower(email) AS email FROM customers", "email", live=True),
     _ok("replace", "SELECT replace(ssn, '-', '') AS a FROM customers", "a"),
     _ok("regexp-replace", "SELECT regexp_replace(phone, '\\D', '', 'g') AS a FROM customers", "a"),
     _partial("translate", "SELECT translate(ssn, '-1357', '+abcd') AS a FROM customers", "a"),
@@ -352,6 +370,12 @@ def forms(value: str) -> set[str]:
 
 
 FORMS = {label: forms(value) for label, value in SECRETS.items()}
+PIECES = {
+    piece
+    for row in PLANTED
+    for digits in (_digits(str(row["card_number"])), _digits(str(row["phone"])))
+    for piece in (digits[i : i + 4] for i in range(len(digits) - 3))
+}
 DIGIT_FORMS = {
     label: {_digits(value), _digits(value)[::-1]}
     for label, value in SECRETS.items()
@@ -572,8 +596,39 @@ def test_no_planted_value_in_any_form(env: Env, leak: Leak) -> None:
         for decision in result.masking:
             if decision.masked:
                 assert decision.reasons and all(r.strip() for r in decision.reasons), decision
+        if leak.full:
+            for column in leak.masked:
+                assert by_name[column].style == "full", by_name[column]
+            shown = [p for text in seen.user for p in PIECES if p in text or p in _digits(text)]
+            assert shown == [], "a 4-digit piece of a planted card or phone is visible"
     if result.status == "error":
         assert result.error and result.error.strip()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT card_number, phone, email FROM customers",
+        "SELECT c.card_number AS x, c.phone AS y, c.email AS z FROM customers c",
+        "SELECT card_number, phone, email FROM (SELECT * FROM customers) s",
+        "WITH t AS (SELECT card_number AS x, phone AS y, email AS z FROM customers) SELECT x, y, z FROM t",
+        "SELECT card_number, phone, email, upper(name) AS n FROM customers",
+    ],
+)
+def test_plain_columns_keep_their_style(env: Env, query: str) -> None:
+    """The column itself (however aliased or passed through a subquery) keeps its rule's style: the card
+    and phone show their last four, the email a pseudonym."""
+    seen = run_and_collect(env, query)
+    result = seen.results[-1]
+    assert result.status == "ok", result.error
+    styles = [d.style for d in result.masking[:3]]
+    assert styles == ["partial", "partial", "pseudonym"], result.masking
+    first = next(env.pipeline.run(query))
+    first.close()
+    assert {row[0] for row in first.rows} == {"••••" + str(p["card_number"])[-4:] for p in PLANTED}
+    assert {row[1] for row in first.rows} == {"••••" + str(p["phone"])[-4:] for p in PLANTED}
+    assert all(str(row[2]).startswith("tok_") for row in first.rows)
+    assert find_planted(seen.user) == [] and find_planted(seen.audit) == []
 
 
 def _hmac_bytes(value: str) -> bytes:

@@ -216,6 +216,7 @@ def decide_columns(
     type_oids: Sequence[int] | None = None,
     lineage_reason: str = "",
     type_modifiers: Sequence[int] | None = None,
+    bare: Sequence[bool] | None = None,
 ) -> list[ColumnDecision]:
     """Combine the server's origin report, lineage and the fail-closed rule into one decision per column.
 
@@ -223,6 +224,9 @@ def decide_columns(
     partition/inheritance ancestors), empty for expressions.
     lineage[i]: base columns ("schema.table", column) the value may derive from; None = unknown; a
     lineage list of the wrong length (or None) counts as unknown for every column.
+    bare[i]: the statement names the column itself (no expression). Partial and pseudonym styles apply only
+    to such a plain source column: on a piece or transform of the value, `partial` shows other characters
+    than the last four (substr, reverse, lpad…), so anything derived is masked in full.
     """
     role_set = set(roles)
     if lineage is not None and len(lineage) != len(names):
@@ -254,7 +258,11 @@ def decide_columns(
                 if why not in decision.reasons:
                     decision.reasons.append(why)
         if enforced:
-            decision.masked, decision.style = True, strictest(rule.style for rule in enforced)
+            style = strictest(rule.style for rule in enforced)
+            if style != "full" and not _plain_source(index, origins, sources, bare):
+                style = "full"
+                decision.reasons.append("derived from the column, not the column itself: masked in full")
+            decision.masked, decision.style = True, style
         elif hits:
             decision.detect = False  # every rule is lifted for this role: detectors must not undo that
         elif sources is None and reads_sensitive and not hits:
@@ -270,6 +278,22 @@ def decide_columns(
                 decision.detect = False
         out.append(decision)
     return out
+
+
+def _plain_source(
+    index: int,
+    origins: Sequence[Sequence[tuple[str, str, str]]],
+    sources: frozenset[tuple[str, str]] | None,
+    bare: Sequence[bool] | None,
+) -> bool:
+    """The result column is the stored column as it is: the statement names it bare, the server reports
+    it as a table column, and lineage finds nothing else in it."""
+    if bare is None or index >= len(bare) or not bare[index] or index >= len(origins):
+        return False
+    origin = {(schema, table, column) for schema, table, column in origins[index]}
+    if not origin or not sources:
+        return False
+    return all((*split_table(table), column) in origin for table, column in sources)
 
 
 # ---------------------------------------------------------------- applying it to rows

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from bastion.config import Connection, read_secret
+from bastion.config import ConfigError, Connection, read_secret
 
 STREAM_CHUNK = 1000
 
@@ -52,6 +52,45 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# PostgreSQL's own startup refusals (src/backend/libpq/auth.c, postinit.c) by SQLSTATE. libpq keeps no
+# SQLSTATE for a failed connection, only the text, so the server's fixed English forms stand in for it.
+_STARTUP_REFUSALS = (
+    ("3D000", re.compile(r'FATAL:\s+database "[^\n]*" does not exist')),
+    ("28P01", re.compile(r"FATAL:\s+password authentication failed")),
+    (
+        "28000",
+        re.compile(r'FATAL:\s+(role "[^\n]*" (does not exist|is not permitted to log in)|no pg_hba\.conf)'),
+    ),
+    ("28000", re.compile(r"FATAL:\s+\w+ authentication failed")),
+)
+_CONNECT_REASONS = {
+    "28": "authentication failed",
+    "3D": "database does not exist",
+    "08": "server unreachable",
+}
+
+
+def connect_failure(exc: psycopg.Error) -> str:
+    """Why a connection attempt failed, as one of a few fixed phrases. The driver's text names the host,
+    port, database and role: it is classified, never shown."""
+    sqlstate = exc.sqlstate
+    pgconn = exc.pgconn
+    if sqlstate is None and pgconn is not None:
+        if pgconn.needs_password or pgconn.used_password:
+            sqlstate = "28000"  # the server asked for a password and then closed: it was refused
+        text = pgconn.error_message.decode("utf-8", "replace")
+        for state, pattern in _STARTUP_REFUSALS:
+            if pattern.search(text):
+                sqlstate = state
+                break
+        else:
+            if sqlstate is None and "FATAL:" not in text:
+                sqlstate = "08001"  # no answer from a server: refused, timed out, bad TLS, unresolvable
+    if sqlstate is None:
+        return "server unreachable" if pgconn is None else "refused by the server"
+    return _CONNECT_REASONS.get(sqlstate[:2], "refused by the server")
+
+
 class PostgresTarget:
     """One connection to one PostgreSQL target for one bastion session."""
 
@@ -77,7 +116,10 @@ class PostgresTarget:
 
     def connect(self, timeout_s: float = 10) -> None:
         conn = self.connection
-        self._secret = read_secret(conn.password_file) if conn.password_file else None
+        try:
+            self._secret = read_secret(conn.password_file) if conn.password_file else None
+        except (ConfigError, OSError):
+            raise TargetError(f"cannot connect to {conn.name}: its password file cannot be read") from None
         options = [f"-c statement_timeout={int(self.statement_timeout_s * 1000)}"]
         if self.read_only:
             options.append("-c default_transaction_read_only=on")
@@ -96,13 +138,18 @@ class PostgresTarget:
                 autocommit=True,
             )
         except psycopg.Error as exc:
-            raise TargetError(f"cannot connect to {conn.name}: {self.scrub(str(exc))}") from None
+            raise TargetError(f"cannot connect to {conn.name}: {connect_failure(exc)}") from None
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             raise TargetError(f"not connected to {self.connection.name}")
         return self._conn
+
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (closed, or broken under a statement): nothing more can run on it."""
+        return self._conn is None or self._conn.closed or self._conn.broken
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

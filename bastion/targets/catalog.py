@@ -81,8 +81,12 @@ SELECT
             cl.names, cl.nums, cl.types, cl.gen_nums, cl.gen_exprs,
             CASE WHEN r.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(r.oid) END, p.oids)), '[]')
        FROM rels r LEFT JOIN cols cl ON cl.attrelid = r.oid LEFT JOIN parents p ON p.inhrelid = r.oid),
-    (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname, p.provolatile, p.prokind)), '[]')
+    (SELECT coalesce(json_agg(json_build_array(n.nspname, p.proname, p.provolatile, p.prokind, x.extname)),
+                     '[]')
        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+       LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+            AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+       LEFT JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid
       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
     (SELECT array_agg(DISTINCT p.proname::text)
        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -139,6 +143,7 @@ class FunctionInfo:
     name: str
     volatility: str  # pg_proc.provolatile: i(mmutable) s(table) v(olatile)
     kind: str  # pg_proc.prokind: f(unction) p(rocedure) a(ggregate) w(indow)
+    extension: str | None = None  # the extension that installed it (pg_depend 'e'); None: user-defined
 
 
 @dataclass(frozen=True, eq=False)
@@ -380,7 +385,7 @@ def build_catalog(
             parents,
         ) in relations
     )
-    fns = tuple(FunctionInfo(f[0], f[1], f[2], f[3]) for f in functions)
+    fns = tuple(FunctionInfo(f[0], f[1], f[2], f[3], f[4] if len(f) > 4 else None) for f in functions)
     return Catalog(
         database=database,
         search_path=tuple(search_path),

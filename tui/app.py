@@ -183,10 +183,11 @@ class BastionApp(App[Outcome]):
         self.call_from_thread(self.apply_state, roles, rows)
 
     def apply_state(self, roles: RoleSet, rows: list[ConnectionRow] | None) -> None:
-        if not self.screen_stack:
-            return  # shutting down
         self.roles_seen = roles
-        header = self.base.query_one(SessionHeader)
+        headers = self.base.query(SessionHeader) if self.screen_stack else []
+        if not headers:
+            return  # shutting down: the widgets are gone before the last worker reports
+        header = headers.first()
         header.bastion = self.session.config.bastion.name
         header.user = self.session.user.name
         header.roles = roles.roles
@@ -194,7 +195,7 @@ class BastionApp(App[Outcome]):
         header.elevated = tuple(g.target for g in elevations)
         header.elevated_until = min((g.expires_at for g in elevations), default=None)
         header.now = time.time()
-        view = self.base.query_one(ConnectionsView)
+        view = self.base.query_one(ConnectionsView)  # composed with the header: present when it is
         if rows is not None and rows != view.rows:
             view.rows = rows
             view.refill(self.base.query_one("#connection-filter", Input).value)

@@ -123,6 +123,13 @@ def _print_grant(out: TextIO, grant: Grant, as_json: bool) -> None:
     out.write(f"{head} {left} left\n")
 
 
+def _print_all(out: TextIO, err: TextIO, items: list[Any], printer: Any, as_json: bool, what: str) -> None:
+    for item in items:
+        printer(out, item, as_json)
+    if not items and not as_json:
+        err.write(f"bastion: no {what}\n")
+
+
 def run_approvals(session: Session, args: list[str], out: TextIO, err: TextIO) -> int:
     """`approvals [list | approve ID | deny ID | grants | revoke GRANT_ID]`."""
     from bastion.approvals import ApprovalError
@@ -140,18 +147,14 @@ def run_approvals(session: Session, args: list[str], out: TextIO, err: TextIO) -
     user = session.user.name
     if opts.action == "list":
         approvals.expire_stale()
-        pending = approvals.pending_for(user)
-        for request in pending:
-            _print(out, request, opts.json)
-        if not pending and not opts.json:
-            err.write("bastion: no pending requests you may decide\n")
+        _print_all(
+            out, err, approvals.pending_for(user), _print, opts.json, "pending requests you may decide"
+        )
         return 0
     if opts.action == "grants":
-        grants = approvals.revocable_for(user)
-        for grant in grants:
-            _print_grant(out, grant, opts.json)
-        if not grants and not opts.json:
-            err.write("bastion: no active grants you hold or may revoke\n")
+        _print_all(
+            out, err, approvals.revocable_for(user), _print_grant, opts.json, "active grants you may end"
+        )
         return 0
     if not opts.id:
         what = "grant" if opts.action == "revoke" else "request"

@@ -4,6 +4,7 @@ blocks nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -42,12 +43,9 @@ class Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), Hook)
     Hook.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    with receiver(Hook) as url:
+        yield url
 
 
 @pytest.fixture
@@ -159,10 +157,7 @@ def test_usage_and_refusals(run: Run) -> None:
 def test_webhook_failure_blocks_nothing(
     tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    secret(tmp_path / "secrets" / "webhook", "http://127.0.0.1:9/unreachable")
-    config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
-    run = Run(load_config(config.path), monkeypatch, capsys)
-    assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+    run = request_notified_at("http://127.0.0.1:9/unreachable", tmp_path, shop, monkeypatch, capsys)
     failed = [e for e in run.events() if e["type"] == "notify_failed"]
     assert len(failed) == 1 and "127.0.0.1:9" not in json.dumps(failed)
 
@@ -180,20 +175,36 @@ class FlakyHook(Hook):
         super().handle()
 
 
-def test_webhook_retries_a_dropped_connection_once(
-    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server = HTTPServer(("127.0.0.1", 0), FlakyHook)
-    Hook.received, FlakyHook.dropped = [], 0
+@contextlib.contextmanager
+def receiver(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A webhook receiver on loopback with this handler; yields its URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        secret(tmp_path / "secrets" / "webhook", f"http://127.0.0.1:{server.server_address[1]}/hook")
-        config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
-        run = Run(load_config(config.path), monkeypatch, capsys)
-        assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def request_notified_at(
+    url: str, tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> Run:
+    """File one statement request with the webhook pointing at url; the Run holds what it printed."""
+    secret(tmp_path / "secrets" / "webhook", url)
+    config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
+    run = Run(load_config(config.path), monkeypatch, capsys)
+    assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
+    assert run.out.strip().startswith("r-")  # the id is printed whatever became of the notice
+    return run
+
+
+def test_webhook_retries_a_dropped_connection_once(
+    tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Hook.received, FlakyHook.dropped = [], 0
+    with receiver(FlakyHook) as url:
+        run = request_notified_at(url, tmp_path, shop, monkeypatch, capsys)
     assert FlakyHook.dropped == 1
     assert [h["event"] for h in Hook.received] == ["request"]
     assert not [e for e in run.events() if e["type"] == "notify_failed"]
@@ -211,17 +222,8 @@ class GarbageHook(Hook):
 def test_webhook_garbage_reply_blocks_nothing(
     tmp_path: Path, shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = HTTPServer(("127.0.0.1", 0), GarbageHook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        secret(tmp_path / "secrets" / "webhook", f"http://127.0.0.1:{server.server_address[1]}/hook")
-        config = shop_config(tmp_path, shop, extra='\n[approvals]\nwebhook_url_file = "secrets/webhook"\n')
-        run = Run(load_config(config.path), monkeypatch, capsys)
-        assert run("request pg-guarded --reason x -- DELETE FROM orders WHERE id = 9") == 0
-        assert run.out.strip().startswith("r-")  # the id is printed although the notice failed
-    finally:
-        server.shutdown()
-        server.server_close()
+    with receiver(GarbageHook) as url:
+        run = request_notified_at(url, tmp_path, shop, monkeypatch, capsys)
     (failed,) = [e["payload"] for e in run.events() if e["type"] == "notify_failed"]
     assert failed["reason"] == "BadStatusLine"
 

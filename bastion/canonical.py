@@ -14,10 +14,16 @@ def canonical_json(value: Any) -> bytes:
     masking evidence). Both give the same bytes when the ASCII output holds no `\\u` escape (no character
     outside ASCII, no control character); otherwise the UTF-8 encoder gives the canonical form.
     """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    text = _ASCII.encode(value)
     if "\\u" in text:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _UTF8.encode(value)
     return text.encode("utf-8")
+
+
+# Built once: json.dumps with non-default options builds a new encoder on every call, which costs more than
+# encoding the small values of an audit record.
+_ASCII = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_UTF8 = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -33,3 +33,11 @@ def test_escapes_and_non_ascii_take_the_utf8_form() -> None:
     for value in ["é", "\\u00e9", "a\x01b", "\u2028", {"k\u00fc": "\\"}, ["x" * 5000, "ß"]]:
         assert canonical_json(value) == reference(value)
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    import pytest
+
+    for value in (float("nan"), {"a": float("inf")}, [1.0, float("-inf")]):
+        with pytest.raises(ValueError):
+            canonical_json(value)

@@ -567,6 +567,17 @@ class _Loader:
                 f"{t.key_path('classes')}.unknown",
                 "statements the parser does not understand cannot be allowed",
             )
+        if classes.get("dangerous") == "allow":
+            self.errors.add(
+                f"{t.key_path('classes')}.dangerous",
+                "dangerous statements (server files, programs, other databases) need approval at least",
+            )
+        if classes.get("session", "block") != "block":
+            self.errors.add(
+                f"{t.key_path('classes')}.session",
+                "session control stays blocked: it would undo read-only, the timeout and the search_path "
+                "that masking resolves names against",
+            )
         tables = self.verdict_map(t, "tables", None)
         if name is None or preset is None:
             return None

@@ -186,6 +186,14 @@ def test_valid_base_config_loads(tmp_path: Path) -> None:
             "policies[p].classes.writes: unknown statement class",
         ),
         (
+            lambda t: t + '\n[[policies]]\nname = "p"\npreset = "open"\nclasses = { session = "approve" }\n',
+            "policies[p].classes.session: session control stays blocked",
+        ),
+        (
+            lambda t: t + '\n[[policies]]\nname = "p"\npreset = "open"\nclasses = { dangerous = "allow" }\n',
+            "policies[p].classes.dangerous: dangerous statements (server files, programs, other databases) need",
+        ),
+        (
             lambda t: t + '\n[[policies]]\nname = "readonly"\npreset = "open"\n',
             "policies[readonly].name: this name is a built-in preset",
         ),

@@ -631,7 +631,9 @@ class SqlPipeline:
         }
         payload.update(self._evidence_payload(result, evidence))
         if len(payload) > 2:
-            self.session.event("sql_masking", payload, durable=False)
+            # Masking is a decision: on disk before the masked rows reach the screen (DESIGN: nothing lost).
+            # Later batches' evidence rides on the next durable append.
+            self.session.event("sql_masking", payload, durable="masking" in payload)
 
     def record_masked_values(self, result: StatementResult, evidence: BatchEvidence) -> None:
         payload = self._evidence_payload(result, evidence)

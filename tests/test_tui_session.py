@@ -172,3 +172,31 @@ async def test_f7_reaches_every_tab_from_the_keyboard(tmp_path: Path) -> None:
             seen.append(tabs.active)
         assert seen == ["connections", "approvals", "connections", "approvals"]
     bob.end()
+
+
+async def test_a_device_login_left_half_way_is_recorded(tmp_path: Path) -> None:
+    with running_provider(device_interval=1) as provider:
+        secret(tmp_path / "secrets" / "oidc", provider.client_secret)
+        extra = (
+            f'\n[identity.oidc]\nissuer = "{provider.issuer}"\nclient_id = "{provider.client_id}"\n'
+            'client_secret_file = "secrets/oidc"\n'
+        )
+        text = base_config(tmp_path, extra=extra).replace('groups = ["developers"]\n', "", 1)
+        config = load_config(write_config(tmp_path, text.replace('groups = ["approvers"]\n', "", 1)))
+        generate_key(config.audit.signing_key)
+        store = TinyDBStore(Path(config.bastion.state.removeprefix("tinydb:")))
+        audit = AuditLog(config.audit.log, config.bastion.name, load_private_key(config.audit.signing_key))
+        session = Session(
+            config, store, audit, config.users["alice"], parse_public_key(ALICE_KEY).fingerprint, "tui"
+        )
+        app = BastionApp(session, needs_oidc=True)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("ctrl+q")  # at the login screen, before any approval
+            await pilot.pause(0.2)
+    types = [
+        e["type"] for e in read_events(config.audit.log) if e["type"] not in ("config_change", "checkpoint")
+    ]
+    assert types == ["session_start", "login_refused", "session_end"], types
+    refused = next(e for e in read_events(config.audit.log) if e["type"] == "login_refused")
+    assert "not completed (quit at the login screen)" in refused["payload"]["reason"]

@@ -365,7 +365,13 @@ class BastionApp(App[Outcome]):
 
     async def action_quit(self) -> None:
         await self.close_all_panes()
+        self.record_unfinished_login("quit at the login screen")
         self.exit(Outcome("ended"))
+
+    def record_unfinished_login(self, why: str) -> None:
+        """A device login left half-way is evidence too: recorded as a refused session, start to end."""
+        if self.needs_oidc and not self.session.started_at:
+            self.session.refuse(f"the device login was not completed ({why})", {"oidc": "abandoned"})
 
     async def close_all_panes(self) -> None:
         panes = list(self.base.query(SqlPane))
@@ -377,6 +383,7 @@ class BastionApp(App[Outcome]):
         for pane in self.base.query(SqlPane):
             if pane.pipeline is not None:
                 pane.pipeline.cancel()
+        self.record_unfinished_login(f"{signame} received")
         self.exit(Outcome("hangup", f"{signame} received: the SSH connection ended"))
 
     def poll_recording(self) -> None:

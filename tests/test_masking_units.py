@@ -181,3 +181,31 @@ def test_ssn_named_column_outside_the_rules_is_still_caught() -> None:
     rows, evidence = masker.apply([("536221234", 536221234, 536221234, 536221234), (None, 7, 8, None)])
     assert rows == [("[ssn]", "[ssn]", 536221234, "[ssn]"), (None, 7, 8, None)]
     assert evidence.detector_hits == {0: {"ssn": 1}, 1: {"ssn": 1}, 3: {"ssn": 1}}
+
+
+@pytest.mark.parametrize(
+    ("bare", "index_width", "style"),
+    [
+        (False, 1, "full"),  # derived (not named bare): never partial, whatever the table's name
+        (True, 1, "partial"),
+        (True, 12, "partial"),  # a column past the table name's length keeps its style when bare
+    ],
+)
+def test_partial_style_only_for_a_bare_column(bare: bool, index_width: int, style: str) -> None:
+    """The table name ("emp") must not stand in for the per-column bare flags."""
+    from bastion.config import MaskRule
+
+    names = [f"c{i}" for i in range(index_width - 1)] + ["ssn"]
+    origins = [[] for _ in names[:-1]] + [[("hr", "emp", "ssn")]]
+    lineage = [frozenset() for _ in names[:-1]] + [frozenset({("hr.emp", "ssn")})]
+    rule = MaskRule("hr.emp.ssn", "hr", "emp", "ssn", "partial", ())
+    decisions = decide_columns(
+        names,
+        origins=origins,
+        lineage=lineage,
+        reads_sensitive=True,
+        rules=[rule],
+        roles=[],
+        bare=[True] * (len(names) - 1) + [bare],
+    )
+    assert decisions[-1].masked and decisions[-1].style == style

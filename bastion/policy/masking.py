@@ -242,10 +242,10 @@ def decide_columns(
         sources = lineage[index] if lineage is not None else None
         if sources is not None:
             for table, column in sorted(sources):
-                schema, bare = split_table(table)
+                schema, table_name = split_table(table)
                 hits += [
-                    (rule, f"derived from {bare}.{column}")
-                    for rule in matching_rules(rules, schema, bare, column)
+                    (rule, f"derived from {table_name}.{column}")
+                    for rule in matching_rules(rules, schema, table_name, column)
                 ]
         enforced = []
         for rule, why in hits:

@@ -28,6 +28,10 @@ from bastion.targets.catalog import build_catalog
         "SELECT 1 OPERATOR(app.+) 2",
         'SELECT 1 OPERATOR("app".+) 2',
         "SELECT id FROM orders WHERE id OPERATOR(app.+) 1 > 0",
+        # quoted names keep their case: "PG_CATALOG" is a schema anyone may create, not pg_catalog
+        'SELECT "PG_CATALOG".lower(status) FROM orders',
+        'SELECT * FROM "PG_CATALOG".generate_series(1, 2)',
+        'SELECT 1 OPERATOR("PG_CATALOG".+) 2',
     ],
 )
 def test_user_schema_function_or_operator_is_a_user_function(text: str) -> None:
@@ -45,6 +49,8 @@ def test_user_schema_function_or_operator_is_a_user_function(text: str) -> None:
         "SELECT * FROM pg_catalog.generate_series(1, 2)",
         "SELECT * FROM pg_catalog.unnest(ARRAY[1])",
         "SELECT 1 OPERATOR(pg_catalog.+) 2",
+        "SELECT PG_CATALOG.lower('a')",  # unquoted: folded to pg_catalog
+        'SELECT "pg_catalog".lower(\'a\')',
         "SELECT xpath('/a/text()', '<a>x</a>'::xml)",
         "SELECT xpath_exists('/a', '<a/>'::xml)",
         "SELECT crypt('pw', gen_salt('bf'))",

@@ -167,8 +167,9 @@ def is_safe(name: str) -> bool:
 
 
 def base_name(qualifier: str | None, name: str) -> tuple[str, bool]:
-    """(lower-cased name, qualified by a user schema) for a call like `pg_catalog.lower` or `app.f`."""
+    """(lower-cased name, qualified by a user schema) for a call like `pg_catalog.lower` or `app.f`; the
+    qualifier comes folded as PostgreSQL folds it, so a quoted "PG_CATALOG" is a user schema."""
     lowered = name.lower()
-    if qualifier is None or qualifier.lower() == "pg_catalog":
+    if qualifier is None or qualifier == "pg_catalog":
         return lowered, False
     return lowered, True

@@ -473,7 +473,12 @@ def _qualifier(node: exp.Expression) -> str | None:
         return None
     while isinstance(qualifier, exp.Dot):
         qualifier = qualifier.expression
-    return qualifier.name if isinstance(qualifier, exp.Expression) else None
+    if not isinstance(qualifier, exp.Expression):
+        return None
+    # Folded as PostgreSQL folds it: "PG_CATALOG" quoted is a schema anyone may create, not pg_catalog.
+    ident = qualifier.this if isinstance(qualifier, exp.Column) else qualifier
+    quoted = isinstance(ident, exp.Identifier) and bool(ident.args.get("quoted"))
+    return qualifier.name if quoted else qualifier.name.lower()
 
 
 # Typed nodes whose sqlglot name is not the PostgreSQL one (for reasons and the opaque set only).
@@ -521,8 +526,10 @@ def _operator(node: exp.Operator, found: _Findings) -> None:
     operator = str(node.args.get("operator") or "")
     if "." not in operator:
         return
-    schema = operator.rsplit(".", 1)[0].rsplit(".", 1)[-1].strip().strip('"')
-    if schema.lower() != "pg_catalog":
+    schema = operator.rsplit(".", 1)[0].rsplit(".", 1)[-1].strip()
+    # sqlglot drops the quotes here, and a quoted "PG_CATALOG" is a schema anyone may create: only the
+    # plain lower-case spelling counts as pg_catalog (an upper-case one is held: fail closed).
+    if schema != "pg_catalog":
         found.add(
             SqlClass.WRITE, f"uses OPERATOR({operator}), a user-defined operator: its function may write"
         )

@@ -430,22 +430,30 @@ class SqlPipeline:
             except Exception as exc:
                 run.close()
                 raise self._failed(exc, result) from None
-        columns = run.columns or []
-        result.columns = [c.name for c in columns]
-        result.type_names = [c.type_name for c in columns]
-        result.masking = self.plan_masking(classification, columns, catalog, roles)
-        masker = Masker(result.masking, self.keys, detectors_on=self.config.masking.detectors)
-        result.rows, evidence = masker.apply(rows)
-        handle = _Running(self, result, run, masker)
-        handle.started = started
-        result._handle = handle
-        if run.streaming:
-            # Rows go on screen before the statement ends: their masking evidence is written first.
-            self.record_masking(result, evidence)
-            self._running = result
-        else:
-            handle.first_evidence = evidence  # one outcome event carries it all
-            result.close()
+        try:
+            columns = run.columns or []
+            result.columns = [c.name for c in columns]
+            result.type_names = [c.type_name for c in columns]
+            result.masking = self.plan_masking(classification, columns, catalog, roles)
+            masker = Masker(result.masking, self.keys, detectors_on=self.config.masking.detectors)
+            result.rows, evidence = masker.apply(rows)
+            handle = _Running(self, result, run, masker)
+            handle.started = started
+            result._handle = handle
+            if run.streaming:
+                # Rows go on screen before the statement ends: their masking evidence is written first.
+                self.record_masking(result, evidence)
+                self._running = result
+            else:
+                handle.first_evidence = evidence  # one outcome event carries it all
+                result.close()
+        except Exception as exc:
+            # The statement ran (an UPDATE … RETURNING may have written): free the connection, show
+            # nothing, and record the outcome of what ran.
+            result.rows = []
+            run.close()
+            result.duration_s = time.perf_counter() - started
+            raise self._failed(exc, result) from None
         return result
 
     # -- masking

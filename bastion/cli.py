@@ -74,16 +74,51 @@ def cmd_authorized_keys(args: argparse.Namespace) -> int:
 
 
 def _audit_key_refusal(config: Config, refusal: dict[str, str]) -> None:
-    """An unknown or disabled key knocking is evidence too. Never durable (sshd waits on us, and a stranger
-    must not be able to make us fsync at will), and never in the way: sshd refuses the key regardless."""
+    """An unknown or disabled key knocking is evidence too. Never durable (sshd waits on us), never in the
+    way (sshd refuses the key regardless), and rate-limited: a stranger looping over random keys must not
+    be able to fill the audit log's disk (sshd's own log still has every attempt)."""
     import contextlib
 
     from bastion.session import open_audit_log
 
     with contextlib.suppress(Exception):
-        open_audit_log(config).append(
-            "key_refused", refusal, session=None, user=refusal.get("user"), durable=False
-        )
+        allowed, suppressed = _refusal_window(config.audit.log.parent / "key_refused.window")
+        if not allowed:
+            return
+        log = open_audit_log(config)
+        if suppressed:
+            log.append(
+                "key_refused_suppressed", {"count": suppressed}, session=None, user=None, durable=False
+            )
+        log.append("key_refused", refusal, session=None, user=refusal.get("user"), durable=False)
+
+
+KEY_REFUSALS_PER_MINUTE = 20
+
+
+def _refusal_window(path: Path) -> tuple[bool, int]:
+    """(may this refusal be audited, refusals suppressed in the previous window) under a file lock."""
+    import fcntl
+    import time
+
+    now = int(time.time() // 60)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the audit log's directory
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            window, count, suppressed = (int(x) for x in f.read().split())
+        except ValueError:
+            window, count, suppressed = now, 0, 0
+        carried = 0
+        if window != now:
+            carried, window, count, suppressed = suppressed, now, 0, 0
+        allowed = count < KEY_REFUSALS_PER_MINUTE
+        count, suppressed = (count + 1, suppressed) if allowed else (count, suppressed + 1)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{window} {count} {suppressed}\n")
+    return allowed, carried
 
 
 def cmd_sshd_config(args: argparse.Namespace) -> int:

@@ -95,3 +95,25 @@ def test_login_refuses_without_signing_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "audit log unavailable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_refused_keys_are_audited_at_a_bounded_rate(tmp_path: Path, capsys) -> None:
+    """A stranger looping over keys must not fill the audit log: each minute audits a bounded number."""
+    from bastion import cli
+    from bastion.audit.log import read_events
+
+    path = write_config(tmp_path)
+    assert cli.main(["keygen", "--config", str(path)]) == 0
+    capsys.readouterr()
+    attempts = 3 * cli.KEY_REFUSALS_PER_MINUTE
+    for i in range(attempts):
+        assert (
+            cli.main(["authorized-keys", "--config", str(path), "bastion", "ssh-ed25519", f"AAAA{i:04d}"])
+            == 0
+        )
+    assert capsys.readouterr().out == ""  # nothing authorized
+    events = [e for e in read_events(load_config(path).audit.log) if e["type"] == "key_refused"]
+    assert events and all(
+        e["payload"]["reason"] == "the offered key is not a valid public key" for e in events
+    )
+    assert len(events) <= 2 * cli.KEY_REFUSALS_PER_MINUTE < attempts  # at most two minute-windows here

@@ -42,9 +42,8 @@ def message(bastion: str, what: str, request: Request) -> dict[str, Any]:
     who = {"request": f"{request.requester} asks for", "approve": "Approved:", "deny": "Denied:"}.get(
         what, what
     )
-    text = (
-        f"[{bastion}] {who} {subject} (request {request.id}, {request.state}; reason: {request.reason[:200]})"
-    )
+    reason, _ = redact(request.reason)
+    text = f"[{bastion}] {who} {subject} (request {request.id}, {request.state}; reason: {reason[:200]})"
     return {
         "text": slack_escape(text),
         "bastion": bastion,
@@ -74,7 +73,7 @@ def notify_request(session: Session, what: str, request: Request) -> bool:
 def notify_revoked(session: Session, grant: Grant, by: str, reason: str) -> bool:
     """A grant ended early: approvers learn that access was taken back (or given back) and by whom."""
     subject = f"{grant.kind} grant of {grant.user} on {grant.target}"
-    why = reason or "given back by its holder"
+    why = redact(reason)[0] if reason else "given back by its holder"
     bastion = session.config.bastion.name
     text = f"[{bastion}] Revoked by {by}: {subject} (grant {grant.id}; reason: {why[:200]})"
     payload = {
@@ -89,6 +88,13 @@ def notify_revoked(session: Session, grant: Grant, by: str, reason: str) -> bool
         "kind": grant.kind,
     }
     return _deliver(session, payload, grant.request_id, "revoke")
+
+
+def _dropped(exc: OSError) -> bool:
+    """Refused or reset: the notice did not arrive, so sending it again cannot duplicate it (a timeout may
+    have arrived)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, ConnectionRefusedError | ConnectionResetError)
 
 
 def _deliver(session: Session, payload: dict[str, Any], request_id: str, what: str) -> bool:
@@ -106,8 +112,8 @@ def _deliver(session: Session, payload: dict[str, Any], request_id: str, what: s
                 return True
             except urllib.error.HTTPError:
                 raise  # the receiver answered: retrying would not change its mind
-            except OSError:
-                if attempt == ATTEMPTS:
+            except OSError as exc:
+                if attempt == ATTEMPTS or not _dropped(exc):
                     raise
                 time.sleep(RETRY_DELAY_S)
         return False  # not reached: the last attempt returns or raises

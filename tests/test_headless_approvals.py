@@ -230,9 +230,9 @@ def test_webhook_garbage_reply_blocks_nothing(
 
 def test_webhook_text_keeps_detected_values_out_of_the_chat(run: Run) -> None:
     statement = "UPDATE customers SET email = 'ada@example.org', ssn = '536-22-1234' WHERE id = 1"
-    assert run(f"request pg-guarded --reason 'fix typo' -- {statement}") == 0
+    assert run(f"request pg-guarded --reason 'fix typo for 078-05-1121' -- {statement}") == 0
     text = Hook.received[-1]["text"]
-    assert "ada@example.org" not in text and "536-22-1234" not in text
+    assert "ada@example.org" not in text and "536-22-1234" not in text and "078-05-1121" not in text
     assert "UPDATE customers SET email" in text
 
 

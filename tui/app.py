@@ -139,6 +139,8 @@ class BastionApp(App[Outcome]):
             self.focus_filter()
 
     def after_login(self, refused: str | None) -> None:
+        if self.session.ended:
+            return  # the user quit or hung up while the login finished: already recorded
         if refused is not None:
             self.session.refuse(refused, {"oidc": "refused"})
             self.exit(Outcome("refused", refused))
@@ -180,7 +182,8 @@ class BastionApp(App[Outcome]):
         """Roles and connection rows read off the UI thread (a PostgreSQL store is a network round trip)."""
         roles = self.session.roles()
         rows = self.connection_rows(roles) if self.session.started_at else None
-        self.call_from_thread(self.apply_state, roles, rows)
+        if not get_current_worker().is_cancelled:  # a newer refresh started: its reading wins
+            self.call_from_thread(self.apply_state, roles, rows)
 
     def apply_state(self, roles: RoleSet, rows: list[ConnectionRow] | None) -> None:
         self.roles_seen = roles
@@ -268,7 +271,7 @@ class BastionApp(App[Outcome]):
 
         approvals = for_session(self.session)
         ended = []
-        for grant in self.my_elevations():
+        for grant in [g for g in self.session.roles().grants if g.kind == "elevation"]:  # fresh, not shown
             try:
                 ended.append(approvals.revoke(grant.id, self.session.user.name, ""))
             except ApprovalError:
@@ -396,11 +399,13 @@ class BastionApp(App[Outcome]):
             for pane in self.base.query(SqlPane):
                 if pane.pipeline is not None:
                     pane.pipeline.cancel()
+            self.record_unfinished_login("the recording ended")
             self.exit(Outcome("abnormal", end))
 
     def end_if_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
         if idle >= self.idle_timeout_s:
+            self.record_unfinished_login("idle")
             self.exit(Outcome("idle", f"session ended after {format_duration(idle)} without input"))
 
     async def on_event(self, event: events.Event) -> None:
@@ -443,6 +448,7 @@ class BastionApp(App[Outcome]):
             self._exception = error
             self._exception_event.set()
         with contextlib.suppress(Exception):
+            self.record_unfinished_login(f"internal error ({type(error).__name__})")
             self.session.event("session_error", {"error": type(error).__name__, "where": "tui"})
         self.exit(
             Outcome("abnormal", f"internal error ({type(error).__name__}): the session ended; it was audited")

@@ -50,7 +50,7 @@ def test_user_schema_function_or_operator_is_a_user_function(text: str) -> None:
         "SELECT * FROM pg_catalog.unnest(ARRAY[1])",
         "SELECT 1 OPERATOR(pg_catalog.+) 2",
         "SELECT PG_CATALOG.lower('a')",  # unquoted: folded to pg_catalog
-        'SELECT "pg_catalog".lower(\'a\')',
+        "SELECT \"pg_catalog\".lower('a')",
         "SELECT xpath('/a/text()', '<a>x</a>'::xml)",
         "SELECT xpath_exists('/a', '<a/>'::xml)",
         "SELECT crypt('pw', gen_salt('bf'))",

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from textual.widgets import TabbedContent
 
 from bastion.audit.log import AuditLog, read_events
@@ -174,7 +175,8 @@ async def test_f7_reaches_every_tab_from_the_keyboard(tmp_path: Path) -> None:
     bob.end()
 
 
-async def test_a_device_login_left_half_way_is_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["quit at the login screen", "idle"])
+async def test_a_device_login_left_half_way_is_recorded(tmp_path: Path, how: str) -> None:
     with running_provider(device_interval=1) as provider:
         secret(tmp_path / "secrets" / "oidc", provider.client_secret)
         extra = (
@@ -192,11 +194,15 @@ async def test_a_device_login_left_half_way_is_recorded(tmp_path: Path) -> None:
         app = BastionApp(session, needs_oidc=True)
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause(0.3)
-            await pilot.press("ctrl+q")  # at the login screen, before any approval
+            if how == "idle":
+                app.idle_timeout_s, app.last_activity = 1.0, time.monotonic() - 5
+                app.end_if_idle()
+            else:
+                await pilot.press("ctrl+q")  # at the login screen, before any approval
             await pilot.pause(0.2)
     types = [
         e["type"] for e in read_events(config.audit.log) if e["type"] not in ("config_change", "checkpoint")
     ]
     assert types == ["session_start", "login_refused", "session_end"], types
     refused = next(e for e in read_events(config.audit.log) if e["type"] == "login_refused")
-    assert "not completed (quit at the login screen)" in refused["payload"]["reason"]
+    assert f"not completed ({how})" in refused["payload"]["reason"]

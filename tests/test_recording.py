@@ -497,18 +497,11 @@ def test_a_strict_role_known_after_the_oidc_login_reruns_the_preflight(tmp_path:
         SINK_DOWN_META, None, {"sink": ident, "since": time.time() - 3600, "error": "x"}
     )
 
-    lax = PtyLogin.spawn(config, env={"RECTEST_LINES": "30", "RECTEST_GROUPS": "developers"})
-    try:
-        assert lax.wait(30) == 0, lax.output[-300:]  # best_effort roles: the session goes on
-    finally:
-        lax.close()
-    strict = PtyLogin.spawn(config, env={"RECTEST_LINES": "0", "RECTEST_GROUPS": "developers,dbas"})
-    try:
-        code = strict.wait(30)
-    finally:
-        strict.close()
-    assert code == 1, strict.output[-300:]
-    assert b"[ended] recording sink unreachable for 1h" in strict.output
+    code, output = _login_to_the_end(config, {"RECTEST_LINES": "30", "RECTEST_GROUPS": "developers"})
+    assert code == 0, output[-300:]  # best_effort roles: the session goes on
+    code, output = _login_to_the_end(config, {"RECTEST_LINES": "0", "RECTEST_GROUPS": "developers,dbas"})
+    assert code == 1, output[-300:]
+    assert b"[ended] recording sink unreachable for 1h" in output
     events = list(read_events(config.audit.log))
     failed = [r for r in events if r["type"] == "recording_failed"]
     assert len(failed) == 1 and "max_lag 1m" in failed[0]["payload"]["reason"]
@@ -516,24 +509,26 @@ def test_a_strict_role_known_after_the_oidc_login_reruns_the_preflight(tmp_path:
     assert end["payload"]["status"] == "abnormal" and "sink unreachable" in end["payload"]["reason"]
 
 
+def _login_to_the_end(config: Config, env: dict[str, str]) -> tuple[int | None, bytes]:
+    """A recorded login on a pty, run until it ends: (exit code, what the terminal showed)."""
+    login = PtyLogin.spawn(config, env=env)
+    try:
+        return login.wait(30), login.output
+    finally:
+        login.close()
+
+
 def test_a_strict_role_known_after_the_oidc_login_ends_a_session_the_spool_refused(tmp_path: Path) -> None:
     """best_effort ran the session unrecorded (spool not writable); strict roles may not go on so."""
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the spool should be")
     config = _oidc_recording_config(tmp_path / "b", spool=blocked, audit_log=tmp_path / "b" / "a.jsonl")
-    lax = PtyLogin.spawn(config, env={"RECTEST_LINES": "5", "RECTEST_GROUPS": "developers"})
-    try:
-        assert lax.wait(30) == 0, lax.output[-300:]
-    finally:
-        lax.close()
-    assert b"NOT RECORDED" in lax.output
-    strict = PtyLogin.spawn(config, env={"RECTEST_LINES": "0", "RECTEST_GROUPS": "dbas"})
-    try:
-        code = strict.wait(30)
-    finally:
-        strict.close()
-    assert code == 1, strict.output[-300:]
-    assert b"[ended] recording unavailable" in strict.output
+    code, output = _login_to_the_end(config, {"RECTEST_LINES": "5", "RECTEST_GROUPS": "developers"})
+    assert code == 0, output[-300:]
+    assert b"NOT RECORDED" in output
+    code, output = _login_to_the_end(config, {"RECTEST_LINES": "0", "RECTEST_GROUPS": "dbas"})
+    assert code == 1, output[-300:]
+    assert b"[ended] recording unavailable" in output
     events = list(read_events(config.audit.log))
     (failed,) = [r for r in events if r["type"] == "recording_failed"]
     end = next(r for r in events if r["type"] == "session_end" and r["session"] == failed["session"])

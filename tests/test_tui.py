@@ -225,6 +225,17 @@ async def test_ctrl_z_in_the_editor_is_undo_and_nothing_else(alice: Session) -> 
         await pilot.press("escape")  # nothing is running: Esc leaves the editor for the results
         await pilot.pause(0.1)
         assert pane.query_one("#results", DataTable).has_focus
+        editor.focus()
+        editor.text = "select 1"
+        editor.move_cursor((0, 0))
+        await pilot.press("ctrl+e")  # end of line in the editor, not the elevation form
+        await pilot.pause(0.1)
+        assert editor.cursor_location == (0, 8) and app.screen is app.base
+        # The palette's "Open pg-readonly" goes to the open pane instead of opening a second one.
+        app.show_tab("connections")
+        app.go_to_connection("pg-readonly")
+        await pilot.pause(0.2)
+        assert len(app.query(SqlPane)) == 1 and app.query_one("#tabs", TabbedContent).active.startswith("pane-")
 
 
 async def test_keys_that_must_not_escape(

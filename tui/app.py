@@ -226,6 +226,10 @@ class BastionApp(App[Outcome]):
     # -- elevation requests
 
     def action_request_elevation(self) -> None:
+        editor = self.focused
+        if isinstance(editor, TextArea):
+            editor.action_cursor_line_end()  # in the editor Ctrl+E is end of line; elevation is a tab away
+            return
         from bastion.identity.roles import may_request
 
         targets = sorted(may_request(self.session.config, self.roles_seen.base))
@@ -328,6 +332,14 @@ class BastionApp(App[Outcome]):
         pane = TabPane(name, SqlPane(self.session, name, show_timings=self.show_timings), id=pane_id)
         tabs.add_pane(pane)
         tabs.active = pane_id
+
+    def go_to_connection(self, name: str) -> None:
+        """The palette's "Open NAME": the pane already open on it if there is one, else a new one."""
+        for pane in self.base.query(SqlPane):
+            if pane.connection == name and pane.parent is not None and isinstance(pane.parent, TabPane):
+                self.show_tab(str(pane.parent.id))
+                return
+        self.open_connection(name)
 
     def action_close_pane(self) -> None:
         tabs = self.base.query_one("#tabs", TabbedContent)

@@ -28,7 +28,8 @@ class BastionCommands(Provider):
         if app.is_auditor:
             out.append(("Audit", "Show the audit tab", partial(app.show_tab, "audit")))
         for name in app.usable_connection_names():
-            out.append((f"Open {name}", f"Open a pane on {name}", partial(app.open_connection, name)))
+            go = partial(app.go_to_connection, name)
+            out.append((f"Open {name}", f"Go to {name}'s pane, or open one", go))
         return out
 
     async def search(self, query: str) -> Hits:

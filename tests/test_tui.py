@@ -235,7 +235,9 @@ async def test_ctrl_z_in_the_editor_is_undo_and_nothing_else(alice: Session) -> 
         app.show_tab("connections")
         app.go_to_connection("pg-readonly")
         await pilot.pause(0.2)
-        assert len(app.query(SqlPane)) == 1 and app.query_one("#tabs", TabbedContent).active.startswith("pane-")
+        assert len(app.query(SqlPane)) == 1 and app.query_one("#tabs", TabbedContent).active.startswith(
+            "pane-"
+        )
 
 
 async def test_keys_that_must_not_escape(

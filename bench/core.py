@@ -18,16 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from throwaway import throwaway_database
 
 from bastion.audit.log import AuditLog
 from bastion.audit.signing import generate_key, load_private_key
 from bastion.canonical import canonical_json
 from bastion.store import PostgresStore, TinyDBStore
 from bastion.store.base import SessionRecord
-
-ADMIN = os.environ.get("BASTION_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def per_op(n: int, op: Callable[[int], None]) -> float:
@@ -64,13 +61,7 @@ def main() -> None:
         os.close(fd)
         report("audit append, durable (vs write+fsync)", ours, direct)
 
-        name = f"bastion_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        params = conninfo_to_dict(ADMIN)
-        params["dbname"] = name
-        dsn = make_conninfo(**params)
-        try:
+        with throwaway_database() as dsn:
             store = PostgresStore(dsn)
             store.add_session(session(-1))  # schema creation outside the timing
             ours = per_op(n, lambda i: store.add_session(session(i)))
@@ -84,9 +75,6 @@ def main() -> None:
             tiny = TinyDBStore(root / "state.json")
             ours = per_op(min(n, 200), lambda i: tiny.add_session(session(i)))
             report("TinyDBStore.add_session (vs psycopg INSERT)", ours, direct)
-        finally:
-            with psycopg.connect(ADMIN, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

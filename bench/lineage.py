@@ -10,8 +10,6 @@ Run: .venv/bin/python bench/lineage.py [N]   (PostgreSQL from BASTION_TEST_PG_DS
 
 from __future__ import annotations
 
-import os
-import secrets
 import statistics
 import sys
 import time
@@ -19,13 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from throwaway import throwaway_database
 
 from bastion.policy.lineage import clear_lineage_cache, result_lineage
 from bastion.targets.catalog import Catalog, load_catalog
-
-ADMIN = os.environ.get("BASTION_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 SETUP = """
 CREATE TABLE customers (
@@ -107,47 +102,37 @@ def cold_load(dsn: str) -> tuple[Catalog, float]:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    name = f"bastion_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(ADMIN)
-    params["dbname"] = name
-    dsn = make_conninfo(**params)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(SETUP)
-            catalog, cold = cold_load(dsn)  # a fresh session, as at login
-            warm = per_op(20, lambda: load_catalog(conn))
-            report_catalog(len(catalog.tables), cold, warm)
+    with throwaway_database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SETUP)
+        catalog, cold = cold_load(dsn)  # a fresh session, as at login
+        warm = per_op(20, lambda: load_catalog(conn))
+        report_catalog(len(catalog.tables), cold, warm)
 
-            print(f"\n{'statement':<72} {'uncached':>9} {'cached':>8} {'direct':>8} {'ratio':>6}")
-            totals = [0.0, 0.0, 0.0]
-            for statement in CORPUS:
-                uncached = per_op(n, lambda s=statement: result_lineage(s, catalog, use_cache=False))
-                clear_lineage_cache()
-                cached = per_op(n, lambda s=statement: result_lineage(s, catalog))
-                baseline = per_op(min(n, 100), direct(conn, statement))
-                totals = [totals[0] + uncached, totals[1] + cached, totals[2] + baseline]
-                shown = statement if len(statement) <= 70 else statement[:67] + "..."
-                print(
-                    f"{shown:<72} {uncached * 1e3:7.3f}ms {cached * 1e6:6.1f}us {baseline * 1e3:6.3f}ms"
-                    f" {uncached / baseline:5.2f}x"
-                )
-            k = len(CORPUS)
+        print(f"\n{'statement':<72} {'uncached':>9} {'cached':>8} {'direct':>8} {'ratio':>6}")
+        totals = [0.0, 0.0, 0.0]
+        for statement in CORPUS:
+            uncached = per_op(n, lambda s=statement: result_lineage(s, catalog, use_cache=False))
+            clear_lineage_cache()
+            cached = per_op(n, lambda s=statement: result_lineage(s, catalog))
+            baseline = per_op(min(n, 100), direct(conn, statement))
+            totals = [totals[0] + uncached, totals[1] + cached, totals[2] + baseline]
+            shown = statement if len(statement) <= 70 else statement[:67] + "..."
             print(
-                f"{'mean over the corpus':<72} {totals[0] / k * 1e3:7.3f}ms {totals[1] / k * 1e6:6.1f}us"
-                f" {totals[2] / k * 1e3:6.3f}ms {totals[0] / totals[2]:5.2f}x"
+                f"{shown:<72} {uncached * 1e3:7.3f}ms {cached * 1e6:6.1f}us {baseline * 1e3:6.3f}ms"
+                f" {uncached / baseline:5.2f}x"
             )
-            simple = per_op(n * 5, lambda: result_lineage(SIMPLE, catalog, use_cache=False))
-            print(f"\nsimple statement ({SIMPLE}), uncached: {simple * 1e3:.3f} ms (target <= 0.5 ms)")
+        k = len(CORPUS)
+        print(
+            f"{'mean over the corpus':<72} {totals[0] / k * 1e3:7.3f}ms {totals[1] / k * 1e6:6.1f}us"
+            f" {totals[2] / k * 1e3:6.3f}ms {totals[0] / totals[2]:5.2f}x"
+        )
+        simple = per_op(n * 5, lambda: result_lineage(SIMPLE, catalog, use_cache=False))
+        print(f"\nsimple statement ({SIMPLE}), uncached: {simple * 1e3:.3f} ms (target <= 0.5 ms)")
 
-            conn.execute(BIG)
-            big, cold = cold_load(dsn)
-            warm = per_op(10, lambda: load_catalog(conn))
-            report_catalog(len(big.tables), cold, warm)
-    finally:
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(BIG)
+        big, cold = cold_load(dsn)
+        warm = per_op(10, lambda: load_catalog(conn))
+        report_catalog(len(big.tables), cold, warm)
 
 
 if __name__ == "__main__":

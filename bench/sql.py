@@ -12,8 +12,6 @@ Run: .venv/bin/python bench/sql.py     (PostgreSQL from BASTION_TEST_PG_DSN or 1
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -22,16 +20,15 @@ from itertools import islice
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from throwaway import throwaway_shop
 
 from bastion.policy.sql import classify
 from bastion.runtime import tune_gc
 from bastion.sql_pipeline import SqlPipeline
-from tests.shopdb import create_shop, open_session, shop_config
-
-ADMIN = os.environ.get("BASTION_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.shopdb import open_session, shop_config
 
 
 def pct(values: list[float], p: float) -> float:
@@ -146,13 +143,7 @@ def classifier(n: int) -> None:
 
 def main() -> None:
     tune_gc()  # as `bastion login` does
-    name = f"bastion_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(ADMIN, dbname=name)
-    shops = create_shop(dsn)
-    shop = next(shops)
-    try:
+    with throwaway_shop() as shop:
         with shop.admin() as conn:
             conn.execute(
                 "CREATE TABLE wide AS SELECT i AS id, 'Name ' || i AS name,"
@@ -182,11 +173,6 @@ def main() -> None:
             direct.close()
         print("3. classifier throughput")
         classifier(20000)
-    finally:
-        for _ in shops:
-            pass
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

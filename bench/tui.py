@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pty
-import secrets
 import select
 import statistics
 import subprocess
@@ -19,18 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test fixtures build the front door
+
+from throwaway import throwaway_shop
 
 from bastion.audit.signing import generate_key
 from bastion.config import load_config
 from tests.configs import ssh_keypair
-from tests.shopdb import create_shop, shop_config
+from tests.shopdb import Shop, shop_config
 from tests.sshd import make_workspace, service_account, start_sshd
-
-ADMIN = os.environ.get("BASTION_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def ssh_argv(port: int, key: Path, account: str, *extra: str) -> list[str]:
@@ -122,11 +118,11 @@ def session_memory() -> dict[str, float]:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    name = f"bastion_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    shops = create_shop(psycopg.conninfo.make_conninfo(ADMIN, dbname=name))
-    shop = next(shops)
+    with throwaway_shop() as shop:
+        run(shop, runs)
+
+
+def run(shop: Shop, runs: int) -> None:
     account, fallback = service_account()
     workspace = make_workspace(account)
     sshd = None
@@ -177,10 +173,6 @@ def main() -> None:
         if sshd is not None:
             sshd.stop()
         workspace.cleanup()
-        for _ in shops:
-            pass
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

@@ -105,21 +105,14 @@ class Approvals:
         if connection not in usable_connections(self.config, roles):
             raise ApprovalError(f"{requester} may not use {connection}; request elevation to it first")
         self._check_needs_approval(connection, statement)
-        rule = self.config.approvals.rule_for(connection)
-        now = self.now()
-        request = Request(
-            id=_new_id("r"),
-            kind="statement",
-            requester=requester,
-            target=connection,
-            reason=reason,
-            created_at=now,
-            expires_at=now + rule.pending_ttl_s,
-            bastion=self.config.bastion.name,
+        return self._file(
+            "statement",
+            requester,
+            connection,
+            reason,
             statement=statement.strip(),
             statement_sha256=statement_hash(statement),
         )
-        return self._file(request)
 
     def _check_needs_approval(self, connection: str, statement: str) -> None:
         """Only statements the policy holds for approval can be requested: a blocked one stays blocked
@@ -154,21 +147,22 @@ class Approvals:
             raise ApprovalError(
                 f"the longest elevation to {target} is {format_duration(rule.max_duration_s)}"
             )
+        return self._file("elevation", requester, target, reason, duration_s=float(duration_s))
+
+    def _file(self, kind: str, requester: str, target: str, reason: str, **details: Any) -> Request:
+        """A new pending request, audited and stored; it expires after its rule's pending TTL."""
         now = self.now()
         request = Request(
             id=_new_id("r"),
-            kind="elevation",
+            kind=kind,
             requester=requester,
             target=target,
             reason=reason,
             created_at=now,
-            expires_at=now + rule.pending_ttl_s,
+            expires_at=now + self.config.approvals.rule_for(target).pending_ttl_s,
             bastion=self.config.bastion.name,
-            duration_s=float(duration_s),
+            **details,
         )
-        return self._file(request)
-
-    def _file(self, request: Request) -> Request:
         self.event("approval_requested", self._payload(request))
         self.store.add_request(request)
         return request

@@ -26,9 +26,12 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.recording.spool import SpoolFile
+
+if TYPE_CHECKING:
+    from bastion.session import Session
 
 
 def _asciinema_v2() -> types.ModuleType:
@@ -113,6 +116,18 @@ def _clean_env(value: str | None) -> str:
     """TERM comes from the client: printable, short."""
     text = "".join(ch for ch in (value or "") if ch.isprintable())
     return text[:64]
+
+
+def session_header(session: Session, channel: str | None = None) -> dict[str, Any]:
+    """header_metadata for a session's cast (or one of its channel casts)."""
+    return header_metadata(
+        session_id=session.id,
+        user=session.user.name,
+        bastion=session.config.bastion.name,
+        key_fingerprint=session.key_fingerprint,
+        kind=session.kind,
+        channel=channel,
+    )
 
 
 def header_metadata(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion.recording.cast import Cast, header_metadata
+from bastion.recording.cast import Cast, session_header
 from bastion.recording.spool import SpoolError
 
 if TYPE_CHECKING:
@@ -85,15 +85,7 @@ class Channels:
         with self.lock:
             self.serial += 1
             name = f"{kind}-{self.serial}-{_NAME.sub('_', target)[:40]}.cast"
-        session = self.session
-        metadata = header_metadata(
-            session_id=session.id,
-            user=session.user.name,
-            bastion=session.config.bastion.name,
-            key_fingerprint=session.key_fingerprint,
-            kind=session.kind,
-            channel=f"{kind} {target}",
-        )
+        metadata = session_header(self.session, f"{kind} {target}")
         try:
             cast = Cast(self.directory / name, metadata, width, height)
         except (OSError, SpoolError) as exc:

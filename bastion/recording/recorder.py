@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bastion.audit.signing import load_private_key
-from bastion.recording.cast import Cast, header_metadata, marker_label
+from bastion.recording.cast import Cast, marker_label, session_header
 from bastion.recording.channel import Channels, SqlTranscripts
 from bastion.recording.manifest import SealInfo, seal
 from bastion.recording.policy import Plan, plan_for, preflight, replan, space_problem
@@ -81,13 +81,7 @@ class Recording:
         self.plan = plan
         self.spool = spool
         self.directory, self.lock_fd = spool.create_session_dir(session.id)
-        metadata = header_metadata(
-            session_id=session.id,
-            user=session.user.name,
-            bastion=self.config.bastion.name,
-            key_fingerprint=session.key_fingerprint,
-            kind=session.kind,
-        )
+        metadata = session_header(session)
         try:
             self.cast = Cast(
                 self.directory / "session.cast", metadata, width, height, record_input=plan.record_input
